@@ -1,0 +1,77 @@
+"""The Problem contract: an objective f on a flat parameter vector θ ∈ R^d."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar, Sequence
+
+import torch
+
+from .params import Configurable
+from .recording import Recorder
+
+
+class Problem(Configurable):
+    """An objective f: R^d → R on a flat parameter vector, fixed by its parameters alone.
+
+    A subclass sets ``name``, ``parameters`` (``Param`` declarations), ``default_lr`` and
+    ``default_steps`` (the CLI's defaults for this problem), and implements:
+
+    - ``build()``: construct the instance's data from ``self.params`` in float64 on the CPU,
+      drawing anything random from a generator seeded by a ``data_seed`` parameter;
+    - ``dim``: the number of parameters d;
+    - ``sample_init(generator)``: θ0 as a float64 CPU tensor of shape (d,);
+    - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
+
+    ``recorders()`` may return problem-specific diagnostics recorded along every trajectory.
+    Tensors and modules held as attributes follow ``to(device, dtype)``.
+    """
+
+    kind: ClassVar[str] = "problem"
+    default_lr: ClassVar[float]
+    default_steps: ClassVar[int]
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float64
+        self.build()
+
+    @abstractmethod
+    def build(self) -> None:
+        ...
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        ...
+
+    @abstractmethod
+    def sample_init(self, generator: torch.Generator) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        ...
+
+    def init(self, seed: int) -> torch.Tensor:
+        """θ0 for ``seed``: drawn in float64 on the CPU, so it is the same on every device."""
+        generator = torch.Generator().manual_seed(int(seed))
+        theta0 = self.sample_init(generator)
+        if theta0.shape != (self.dim,):
+            raise RuntimeError(f"{self.name}.sample_init returned shape {tuple(theta0.shape)}, expected ({self.dim},)")
+        return theta0.to(self.device, self.dtype)
+
+    def recorders(self) -> Sequence[Recorder]:
+        return ()
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Problem":
+        """Move the problem's floating tensors and modules in place (like ``nn.Module.to``); returns self."""
+        device = self.device if device is None else torch.device(device)
+        dtype = self.dtype if dtype is None else dtype
+        for key, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, key, value.to(device, dtype) if value.is_floating_point() else value.to(device))
+            elif isinstance(value, torch.nn.Module):
+                value.to(device, dtype)
+        self.device, self.dtype = device, dtype
+        return self

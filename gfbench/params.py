@@ -102,7 +102,7 @@ class Param:
                 raise ConfigError(f"{where} must be a bool, got {value!r}")
         elif self.type is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where} must be an int, got {value!r}")
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
         elif self.type is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where} must be a float, got {value!r}")
@@ -129,7 +129,8 @@ class Param:
                 raise ValueError
             return self.type(text)
         except ValueError:
-            raise ConfigError(f"{where} must be a {self.type.__name__}, got {text!r}") from None
+            kind = {int: "an integer", float: "a number", bool: "a bool (true/false)"}.get(self.type, self.type.__name__)
+            raise ConfigError(f"{where} must be {kind}, got {text!r}") from None
 
 
 def resolve_params(declared: Iterable[Param], given: Mapping[str, Any], owner: str) -> dict[str, Any]:

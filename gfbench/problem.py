@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 
 from .params import Configurable
 from .recording import Recorder
+
+
+@dataclass(frozen=True)
+class GlobalCurvature:
+    """Global curvature constants of f: ``beta`` = sup_q ‖∇²f(q)‖ (smoothness), ``m`` = −inf_q λmin(∇²f(q)),
+    and ``nonnegative`` whether f ≥ 0 everywhere (an assumption of EC21 Corollary 1)."""
+
+    beta: float
+    m: float
+    nonnegative: bool
 
 
 class Problem(Configurable):
@@ -22,7 +33,9 @@ class Problem(Configurable):
     - ``sample_init(generator)``: θ0 as a float64 CPU tensor of shape (d,);
     - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
 
-    ``recorders()`` may return problem-specific diagnostics recorded along every trajectory.
+    ``recorders()`` may return problem-specific diagnostics recorded along every trajectory,
+    ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
+    closed-form curvature constants.
     Tensors and modules held as attributes follow ``to(device, dtype)``.
     """
 
@@ -63,6 +76,14 @@ class Problem(Configurable):
 
     def recorders(self) -> Sequence[Recorder]:
         return ()
+
+    def curvature_recorders(self) -> Sequence[Recorder]:
+        """Recorders added when a run records curvature, e.g. theoretical lower bounds on λmin."""
+        return ()
+
+    def global_curvature(self) -> GlobalCurvature | None:
+        """β ≥ ‖∇²f(q)‖ and m ≥ −λmin(∇²f(q)) over all q, when known in closed form (EC21 Corollary 1)."""
+        return None
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Problem":
         """Move the problem's floating tensors and modules in place (like ``nn.Module.to``); returns self."""

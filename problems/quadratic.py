@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
-from gfbench.problem import Problem
+from gfbench.problem import GlobalCurvature, Problem
 
 
 class Quadratic(Problem):
@@ -61,6 +61,11 @@ class Quadratic(Problem):
     def hessian(self) -> torch.Tensor:
         """A (d × d), the constant Hessian."""
         return self.matrix
+
+    def global_curvature(self) -> GlobalCurvature:
+        """β = max|λ(A)|, m = −λmin(A); f ≥ 0 iff A is positive semidefinite."""
+        lo, hi = float(self.eigenvalues.min()), float(self.eigenvalues.max())
+        return GlobalCurvature(beta=max(abs(lo), abs(hi)), m=-lo, nonnegative=lo >= 0)
 
     def minimizer(self) -> torch.Tensor:
         """θ* (the unique stationary point; a saddle when lambda_min < 0)."""

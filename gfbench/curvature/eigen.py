@@ -63,22 +63,32 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / torch.linalg.vector_norm(v)
 
 
+def _orthogonalise(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``block`` minus its projection on the orthonormal rows of ``basis`` (classical Gram–Schmidt, twice)."""
+    for _ in range(2):
+        block = block - basis.T @ (basis @ block)
+    return block
+
+
 def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: float = DEFAULT_TOL,
             max_iter: int | None = None, seed: int = 0, v0: torch.Tensor | None = None) -> EigenResult:
-    """The k smallest and/or k largest eigenpairs of a symmetric operator H by Lanczos.
+    """The k smallest and/or k largest eigenpairs of a symmetric operator H by block Lanczos.
 
-    Builds an orthonormal Krylov basis Q_j of span{q, Hq, …, H^{j−1}q}, reorthogonalising every
-    new vector against all previous ones (classical Gram–Schmidt, twice), so Q_jᵀ H Q_j = T_j is
-    tridiagonal to working precision. The Ritz pairs (θ_i, Q_j s_i) of T_j have residuals
-    ‖H y_i − θ_i y_i‖ = β_j |s_i[j]|. Stopping rule: every wanted pair has residual ≤ tol · ‖H‖
-    (‖H‖ estimated by the largest |θ_i|); then each θ_i is within tol · ‖H‖ of an eigenvalue of H
-    (Weyl), and within residual²/gap when it is separated from the rest of the spectrum by gap.
+    Builds an orthonormal basis Q of the block Krylov space span{V, HV, H²V, …} of a start block
+    V with k columns (k = 1: plain Lanczos), reorthogonalising every new block against all
+    previous ones (classical Gram–Schmidt, twice), and takes Ritz pairs (θ_i, y_i = Q s_i) of the
+    projection QᵀHQ. The block size k lets an eigenvalue of multiplicity up to k appear k times.
+    Each residual ‖H y_i − θ_i y_i‖ = ‖R s_i‖, R the last block's component outside Q, is exact
+    up to rounding. Stopping rule: every wanted pair has residual ≤ tol · ‖H‖ (‖H‖ estimated by
+    the largest |θ_i|); then each θ_i is within tol · ‖H‖ of an eigenvalue of H (Weyl), and
+    within residual²/gap when separated from the rest of the spectrum by gap.
 
-    ``v0``: a warm start, e.g. the previous point's eigenvectors (n,) or (n, m); the start vector
-    is their normalised sum plus WARM_START_NOISE of a random unit vector. Otherwise the start
-    is random from ``seed``. On an invariant subspace (β_j ≈ 0) the iteration continues from a
-    fresh random vector orthogonal to the basis. ``max_iter`` caps the products (default
-    min(n, 500)); an unconverged result is returned with ``converged=False``. Memory O(n · iterations).
+    ``v0``: a warm start, e.g. the previous point's eigenvectors (n,) or (n, m); column i of the
+    start block is the normalised sum of columns i, i + k, … of v0, plus WARM_START_NOISE of a
+    random unit vector. Otherwise the start block is random from ``seed``. Directions in which
+    the Krylov space becomes invariant are replaced by fresh random vectors orthogonal to it.
+    ``max_iter`` caps the operator products (default min(n, 500)); an unconverged result is
+    returned with ``converged=False``. Memory O(n · iterations).
     """
     n = operator.size
     _check(n, k, which, tol)
@@ -88,52 +98,53 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
     dtype, device = operator.dtype, operator.device
     generator = torch.Generator().manual_seed(int(seed))
 
-    def random_unit() -> torch.Tensor:
-        return _unit(torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype))
+    def random_block(columns: int) -> torch.Tensor:
+        return torch.randn(n, columns, generator=generator, dtype=torch.float64).to(device, dtype)
 
-    start = random_unit()
+    block = random_block(k)
     if v0 is not None:
         columns = v0.reshape(n, -1).to(device, dtype)
-        start = _unit(_unit(columns.sum(dim=1)) + WARM_START_NOISE * start)
+        groups = torch.zeros(n, k, dtype=dtype, device=device).index_add_(
+            1, torch.arange(columns.shape[1], device=device) % k, columns)
+        block = (groups / torch.linalg.vector_norm(groups, dim=0).clamp_min(torch.finfo(dtype).tiny)
+                 + WARM_START_NOISE * block / torch.linalg.vector_norm(block, dim=0))
+    block = torch.linalg.qr(block[:, : min(k, limit)])[0]
 
-    basis = torch.zeros(limit + 1, n, dtype=dtype, device=device)
-    basis[0] = start
-    alphas, betas = [], []
-    converged = False
-    for j in range(limit):
-        w = operator.matvec(basis[j])
-        alpha = torch.dot(basis[j], w)
-        w = w - alpha * basis[j] - (betas[-1] * basis[j - 1] if j else 0.0)
-        for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta = torch.linalg.vector_norm(w)
-        alphas.append(alpha)
-        tridiagonal = torch.diag(torch.stack(alphas))
-        if betas:
-            off = torch.stack(betas)
-            tridiagonal = tridiagonal + torch.diag(off, 1) + torch.diag(off, -1)
-        ritz, vectors = torch.linalg.eigh(tridiagonal)
+    basis = torch.zeros(limit, n, dtype=dtype, device=device)
+    projection = torch.zeros(limit, limit, dtype=dtype, device=device)
+    size, converged = 0, False
+    wanted_count = len(_wanted(n, k, which))
+    while True:
+        width = block.shape[1]
+        basis[size: size + width] = block.T
+        size += width
+        product = torch.stack([operator.matvec(column) for column in block.T], dim=1)
+        coupling = basis[:size] @ product
+        projection[:size, size - width: size] = coupling
+        projection[size - width: size, :size] = coupling.T
+        ritz, vectors = torch.linalg.eigh(projection[:size, :size])
+        wanted = _wanted(size, k, which)
+        remainder = _orthogonalise(product, basis[:size])
+        residuals = torch.linalg.vector_norm(remainder @ vectors[size - width:, wanted], dim=0)
         scale = ritz.abs().max().clamp_min(torch.finfo(dtype).tiny)
-        wanted = _wanted(j + 1, k, which)
-        residuals = beta * vectors[-1, wanted].abs()
-        enough = len(wanted) == len(_wanted(n, k, which))
-        if enough and bool((residuals <= tol * scale).all()):
+        if len(wanted) == wanted_count and bool((residuals <= tol * scale).all()):
             converged = True
             break
-        if j + 1 == limit:
+        if size == limit:
             break
-        if beta <= torch.finfo(dtype).eps * scale * n:  # invariant subspace: restart orthogonally
-            fresh = random_unit()
-            for _ in range(2):
-                fresh = fresh - basis[: j + 1].T @ (basis[: j + 1] @ fresh)
-            basis[j + 1] = _unit(fresh)
-            betas.append(torch.zeros((), dtype=dtype, device=device))
-        else:
-            basis[j + 1] = w / beta
-            betas.append(beta)
-    iterations = len(alphas)
-    eigenvectors = basis[:iterations].T @ vectors[:, wanted]
-    return EigenResult(ritz[wanted], eigenvectors, residuals, iterations, converged)
+        block = _next_block(remainder[:, : limit - size], basis[:size], scale, random_block)
+    eigenvectors = basis[:size].T @ vectors[:, wanted]
+    return EigenResult(ritz[wanted], eigenvectors, residuals, size, converged)
+
+
+def _next_block(remainder: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor, random_block) -> torch.Tensor:
+    """An orthonormal basis of range(remainder), directions below rounding replaced by random ones."""
+    gram_values, gram_vectors = torch.linalg.eigh(remainder.T @ remainder)
+    floor = (torch.finfo(remainder.dtype).eps * scale * remainder.shape[0]) ** 2
+    keep = gram_values > floor
+    block = random_block(remainder.shape[1])
+    block[:, keep] = remainder @ gram_vectors[:, keep] / gram_values[keep].sqrt()
+    return torch.linalg.qr(_orthogonalise(block, basis))[0]
 
 
 def dense_eigenpairs(matrix: torch.Tensor, *, k: int = 1, which: str = "both") -> EigenResult:

@@ -1,6 +1,8 @@
 """The quadratic f(θ) = ½ (θ − θ*)ᵀ A (θ − θ*): the suite's analytic test bed."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
@@ -39,8 +41,7 @@ class Quadratic(Problem):
         q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
         q = q * torch.sign(torch.diagonal(r))
         if lo > 0:
-            self.eigenvalues = torch.logspace(torch.log10(torch.tensor(lo)), torch.log10(torch.tensor(hi)), d,
-                                              dtype=torch.float64)
+            self.eigenvalues = torch.logspace(math.log10(lo), math.log10(hi), d, dtype=torch.float64)
         else:
             self.eigenvalues = torch.linspace(lo, hi, d, dtype=torch.float64)
         self.eigenvectors = q

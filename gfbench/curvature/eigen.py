@@ -110,12 +110,18 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
                  + WARM_START_NOISE * block / torch.linalg.vector_norm(block, dim=0))
     block = torch.linalg.qr(block[:, : min(k, limit)])[0]
 
-    basis = torch.zeros(limit, n, dtype=dtype, device=device)
-    projection = torch.zeros(limit, limit, dtype=dtype, device=device)
+    basis = torch.empty(0, n, dtype=dtype, device=device)
+    projection = torch.empty(0, 0, dtype=dtype, device=device)
     size, converged = 0, False
     wanted_count = len(_wanted(n, k, which))
     while True:
         width = block.shape[1]
+        if size + width > basis.shape[0]:  # grow by doubling: most solves stop far below the limit
+            capacity = min(limit, max(2 * basis.shape[0], 32 * k))
+            basis = torch.cat([basis[:size], torch.empty(capacity - size, n, dtype=dtype, device=device)])
+            grown = torch.zeros(capacity, capacity, dtype=dtype, device=device)
+            grown[:size, :size] = projection[:size, :size]
+            projection = grown
         basis[size: size + width] = block.T
         size += width
         product = torch.stack([operator.matvec(column) for column in block.T], dim=1)
@@ -142,9 +148,11 @@ def _next_block(remainder: torch.Tensor, basis: torch.Tensor, scale: torch.Tenso
     gram_values, gram_vectors = torch.linalg.eigh(remainder.T @ remainder)
     floor = (torch.finfo(remainder.dtype).eps * scale * remainder.shape[0]) ** 2
     keep = gram_values > floor
-    block = random_block(remainder.shape[1])
-    block[:, keep] = remainder @ gram_vectors[:, keep] / gram_values[keep].sqrt()
-    return torch.linalg.qr(_orthogonalise(block, basis))[0]
+    block = remainder @ gram_vectors / gram_values.clamp_min(floor).sqrt()
+    if not keep.all():
+        block[:, ~keep] = random_block(int((~keep).sum()))
+        block = _orthogonalise(block, basis)  # ``remainder`` already is; the random columns are not
+    return torch.linalg.qr(block)[0]
 
 
 def dense_eigenpairs(matrix: torch.Tensor, *, k: int = 1, which: str = "both") -> EigenResult:

@@ -18,6 +18,7 @@ import torch
 import xarray as xr
 
 from .curvature import cumulative_integral
+from .field import GradientField
 from .params import ConfigError
 from .problem import GlobalCurvature, Problem
 from .recording import Recorder, RecordPoint, Variable
@@ -65,7 +66,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     η*(t̃, ε) = inf_{t ∈ (0, t̃]} (ε − e^{μ(t)} g) / (β γ e^{μ(t)} ∫_0^t e^{−μ(s)} ds), with
     g = ‖θ_0 − θ(0)‖ (``initial_gap``), μ the recorded ``curvature_integral``, β(t̃) the largest
     |λmin|, |λmax| and γ(t̃) the largest ‖∇f‖ recorded up to t̃. ∫ e^{−μ} is the trapezoid rule on
-    the record grid. A GD step size below η* keeps ‖θ_k − θ(kη)‖ ≤ ε for k ≤ t̃/η, as far as the
+    the record grid. η* ≤ 0 means no step size qualifies (g e^{μ} ≥ ε). A GD step size below η* keeps ‖θ_k − θ(kη)‖ ≤ ε for k ≤ t̃/η, as far as the
     path values stand for the ε-tube (attrs ``estimate``). Returns variables ``eta_star``,
     ``beta``, ``gamma`` on the times up to the last curvature evaluation (t > 0).
     """
@@ -82,7 +83,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     inner = np.concatenate([[0.0], np.cumsum(0.5 * steps * (np.exp(-mu[1:]) + np.exp(-mu[:-1])))])
     ratio = (eps - np.exp(mu[1:]) * initial_gap) / (np.exp(mu[1:]) * inner[1:])
     sharpness = np.maximum(np.abs(lambda_min), np.abs(lambda_max))
-    beta = np.array([sharpness[nodes <= t].max() for t in times[1:]])
+    beta = np.maximum.accumulate(sharpness)[np.searchsorted(nodes, times[1:], side="right") - 1]
     gamma = np.maximum.accumulate(grad_norm)[1:]
     eta_star = np.minimum.accumulate(ratio) / (beta * gamma)
     attrs = {"units": "1"}
@@ -131,11 +132,7 @@ def theorem2_bound(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> xr.Dataset:
     thetas = torch.as_tensor(ds_gd.theta.values, dtype=problem.dtype)
     gauss_nodes, gauss_weights = np.polynomial.legendre.leggauss(THEOREM2_NODES)
     fractions, weights = 0.5 * (gauss_nodes + 1), 0.5 * gauss_weights
-
-    def gradient(theta: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            return torch.autograd.grad(problem.loss(leaf), leaf)[0]
+    gradient = GradientField(problem).gradient
 
     increments = np.zeros(len(times))
     for k in range(len(times) - 1):

@@ -4,6 +4,7 @@ import pytest
 
 import gfbench
 import gfbench.cli
+import gfbench.theory
 
 QUADRATIC = ("--problem", "quadratic", "--param", "dim=8", "--param", "lambda_min=0.1", "--lr", "0.1",
              "--steps", "30", "--quiet")

@@ -95,9 +95,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from gfbench.registry import problems, solvers
+    from gfbench.registry import available_problems, available_solvers
 
-    for title, table in (("problems", problems()), ("solvers", solvers())):
+    for title, table in (("problems", available_problems()), ("solvers", available_solvers())):
         print(f"{title}:")
         for name, cls in table.items():
             summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

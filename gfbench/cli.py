@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list problems and solvers with their parameters")
     info = commands.add_parser("info", help="print a dataset's attributes and variables")
     info.add_argument("path")
+    compare = commands.add_parser("compare", help="distances between runs of one problem and initial point",
+                                  description="Align runs on their shared times and print (and write) each run's "
+                                              "distance from the reference run.")
+    compare.add_argument("paths", nargs="+", metavar="PATH", help="datasets recorded with --save-params")
+    compare.add_argument("--ref", help="the reference dataset (default: the first PATH)")
+    compare.add_argument("--out", help="also write the comparison as netCDF here")
+    plot = commands.add_parser("plot", help="plot a variable against time as a PNG")
+    plot.add_argument("paths", nargs="+", metavar="PATH", help="run or comparison datasets")
+    plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
+    plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
     return parser
 
 
@@ -124,7 +135,37 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info}
+def cmd_compare(args) -> int:
+    import gfbench
+    from gfbench.compare import summary_table
+    from gfbench.dataset import check_writable
+
+    out = check_writable(args.out) if args.out else None
+    ref = args.ref or args.paths[0]
+    runs = [path for path in args.paths if path != ref]
+    comparison = gfbench.compare(runs, ref=ref)
+    print(summary_table(comparison))
+    if out:
+        gfbench.save(comparison, out)
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    import gfbench
+    from gfbench.dataset import check_writable
+    from gfbench.plot import save_figure
+
+    datasets = [gfbench.load(path) for path in args.paths]
+    var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
+    out = Path(args.out) if args.out else Path(args.paths[0]).with_name(f"{Path(args.paths[0]).stem}-{var}.png")
+    check_writable(out)
+    save_figure(gfbench.plot(datasets, var, logy=args.logy), out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "compare": cmd_compare, "plot": cmd_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

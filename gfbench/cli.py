@@ -65,7 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
     plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
     plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
+    reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
+    reproduce.add_argument("--net", default="linear_fc,relu_fc,cnn", help="comma list of problems")
+    reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
+    reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
+    reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
+    reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
+    reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                           help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _comma_list(text: str, convert, flag: str) -> list:
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise _UsageError(f"{flag} expects a comma list, got {text!r}") from None
 
 
 def _default_out(problem: str, solver: str) -> Path:
@@ -165,7 +184,20 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "compare": cmd_compare, "plot": cmd_plot}
+def cmd_reproduce(args) -> int:
+    from gfbench.params import parse_assignments
+    from gfbench.reproduce import reproduce_fig1
+
+    result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
+                            ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
+                            lr=args.lr, params=parse_assignments(args.param, "--param"), device=args.device,
+                            progress=not args.quiet)
+    print(result.summary)
+    print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "list": cmd_list, "info": cmd_info, "compare": cmd_compare, "plot": cmd_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,3 +76,27 @@ def test_plot_figure_has_labelled_axes_and_one_line_per_run(quadratic_runs):
     assert axes.get_yscale() == "log" and axes.get_title().startswith("quadratic")
     assert [line.get_label() for line in axes.get_lines()] == ["gd lr=0.2", "gd lr=0.1", "gd lr=0.05"]
     np.testing.assert_allclose(axes.get_lines()[1].get_ydata(), runs[0.1].grad_norm.values)
+
+
+def test_reproduce_fig1_end_to_end_at_tiny_scale(run_cli, tmp_path):
+    """The CLI path on small problems (the MNIST nets are exercised where their data is available)."""
+    result = run_cli("reproduce", "fig1", "--net", "deep_linear", "--ratios", "2,4", "--steps", "200",
+                     "--lr", "0.01", "--out", "fig", "--quiet")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "fig"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["deep_linear-comparison.nc", "deep_linear-gd-eta0.nc", "deep_linear-gd-eta0_2.nc",
+                     "deep_linear-gd-eta0_4.nc", "deep_linear-gf.nc", "fig1.png", "summary.txt"]
+    comparison = gfbench.load(folder / "deep_linear-comparison.nc")
+    assert list(comparison.run.values) == ["gd lr=eta0/2", "gd lr=eta0/4", "gf"]
+    assert comparison.sizes["time"] == 101
+    # GD with eta0/r approaches GF as r grows: the drift from eta0 grows towards the GF one, and the
+    # gap to GF shrinks like eta0/r (first order).
+    final = comparison.distance.isel(time=-1)
+    assert float(final.sel(run="gd lr=eta0/2")) < float(final.sel(run="gd lr=eta0/4")) < float(final.sel(run="gf"))
+    runs = {name: gfbench.load(folder / f"deep_linear-{name}.nc") for name in ("gd-eta0_2", "gd-eta0_4", "gf")}
+    gaps = [float(np.linalg.norm(runs[name].theta[-1] - runs["gf"].theta[-1])) for name in ("gd-eta0_2", "gd-eta0_4")]
+    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.05)
+    assert "deep_linear" in (folder / "summary.txt").read_text() and "gd lr=eta0/4" in result.stdout
+    bad = run_cli("reproduce", "fig1", "--net", "resnet", "--out", "x")
+    assert bad.returncode == 2 and "unknown net 'resnet'" in bad.stderr and not (tmp_path / "x").exists()

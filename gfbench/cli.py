@@ -1,4 +1,4 @@
-"""Command line: ``gfbench run | list | info | bound``.
+"""Command line: ``gfbench run | reproduce | list | info | compare | plot | bound``.
 
 Exit codes: 0 completed, 2 bad input (one-line message, nothing computed or written),
 3 diverged, 4 solver failed (the recorded prefix is written in both cases), 130 interrupted.
@@ -59,6 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list problems and solvers with their parameters")
     info = commands.add_parser("info", help="print a dataset's attributes and variables")
     info.add_argument("path")
+    compare = commands.add_parser("compare", help="distances between runs of one problem and initial point",
+                                  description="Align runs on their shared times and print (and write) each run's "
+                                              "distance from the reference run.")
+    compare.add_argument("paths", nargs="+", metavar="PATH", help="datasets recorded with --save-params")
+    compare.add_argument("--ref", help="the reference dataset (default: the first PATH)")
+    compare.add_argument("--out", help="also write the comparison as netCDF here")
+    plot = commands.add_parser("plot", help="plot a variable against time as a PNG")
+    plot.add_argument("paths", nargs="+", metavar="PATH", help="run or comparison datasets")
+    plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
+    plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
+    reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
+    reproduce.add_argument("--net", default="linear_fc,relu_fc,cnn", help="comma list of problems")
+    reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
+    reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
+    reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
+    reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
+    reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                           help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     bound = commands.add_parser("bound", help="evaluate EC21's bounds on a gradient flow dataset with curvature",
                                 description="Theorem 3's step-size bound eta*(t, eps) from a gf dataset recorded "
                                             "with --curvature-every; Corollary 1 where the problem has global "
@@ -69,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--gd", metavar="PATH",
                        help="GD dataset (same problem and seed, --save-params, record every 1) for Theorem 2")
     return parser
+
+
+def _comma_list(text: str, convert, flag: str) -> list:
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise _UsageError(f"{flag} expects a comma list, got {text!r}") from None
 
 
 def _default_out(problem: str, solver: str) -> Path:
@@ -112,9 +142,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from gfbench.registry import problems, solvers
+    from gfbench.registry import available_problems, available_solvers
 
-    for title, table in (("problems", problems()), ("solvers", solvers())):
+    for title, table in (("problems", available_problems()), ("solvers", available_solvers())):
         print(f"{title}:")
         for name, cls in table.items():
             summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -138,6 +168,49 @@ def cmd_info(args) -> int:
     print("variables:")
     for name, var in ds.variables.items():
         print(f"  {name} ({', '.join(var.dims)}) [{var.attrs.get('units', '')}]: {var.attrs.get('long_name', '')}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    import gfbench
+    from gfbench.compare import summary_table
+    from gfbench.dataset import check_writable
+
+    out = check_writable(args.out) if args.out else None
+    ref = args.ref or args.paths[0]
+    runs = [path for path in args.paths if path != ref]
+    comparison = gfbench.compare(runs, ref=ref)
+    print(summary_table(comparison))
+    if out:
+        gfbench.save(comparison, out)
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    import gfbench
+    from gfbench.dataset import check_writable
+    from gfbench.plot import save_figure
+
+    datasets = [gfbench.load(path) for path in args.paths]
+    var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
+    out = Path(args.out) if args.out else Path(args.paths[0]).with_name(f"{Path(args.paths[0]).stem}-{var}.png")
+    check_writable(out)
+    save_figure(gfbench.plot(datasets, var, logy=args.logy), out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_reproduce(args) -> int:
+    from gfbench.params import parse_assignments
+    from gfbench.reproduce import reproduce_fig1
+
+    result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
+                            ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
+                            lr=args.lr, params=parse_assignments(args.param, "--param"), device=args.device,
+                            progress=not args.quiet)
+    print(result.summary)
+    print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK
 
 
@@ -185,7 +258,8 @@ def cmd_bound(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "bound": cmd_bound}
+COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "list": cmd_list, "info": cmd_info, "compare": cmd_compare,
+            "plot": cmd_plot, "bound": cmd_bound}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

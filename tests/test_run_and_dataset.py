@@ -175,8 +175,16 @@ def test_entry_point_plugin_is_found(tmp_path, monkeypatch, run_cli):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gfb-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[gfbench.problems]\nbowl = gfb_plugin_mod:Bowl\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "bowl" in gfbench.problems()
+    assert "bowl" in gfbench.available_problems()
     ds = gfbench.run(gfbench.get_problem("bowl", scale=1.0), "gd", lr=0.5, steps=3, save_params=True, progress=False)
     np.testing.assert_allclose(ds.theta.values[-1], ds.theta.values[0] * 0.5 ** 3, rtol=1e-15)
     listing = run_cli("list", env={"PYTHONPATH": str(tmp_path)})
     assert listing.returncode == 0 and "bowl" in listing.stdout and "scale (float, default 2.0" in listing.stdout
+
+
+def test_a_float32_run_leaves_the_problem_exact():
+    problem = gfbench.get_problem("quadratic", dim=6)
+    matrix = problem.hessian().clone()
+    gfbench.run(problem, "gd", lr=0.1, steps=3, dtype="float32", progress=False)
+    assert problem.dtype == torch.float64 and torch.equal(problem.hessian(), matrix)
+    assert problem.to(dtype=torch.float32).hessian().dtype == torch.float32

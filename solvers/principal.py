@@ -37,7 +37,8 @@ class Principal(FlowSolver):
     def check_problem(self, problem) -> None:
         if problem.dim > self.options["max_dim"]:
             raise ConfigError(f"solver 'principal' needs a dense Hessian eigendecomposition and accepts d <= "
-                              f"max_dim={self.options['max_dim']}; {problem.label} has d={problem.dim}")
+                              f"max_dim={self.options['max_dim']}; problem {problem.name!r} has d={problem.dim} "
+                              f"(raise max_dim knowingly: O(d^3) work per evaluation)")
 
     def flow(self, field, theta0, lr) -> Flow:
         def rhs(theta):

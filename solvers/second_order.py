@@ -22,11 +22,13 @@ class SecondOrder(FlowSolver):
     IGR's η²λ³/3. ``gradient`` (v(0) = −∇f(θ0)) leaves an O(η²) offset, ``zero`` an O(η) one.
 
     Method: the v-equation has eigenvalue ≈ −2/η, so an explicit Runge–Kutta method is
-    stability-limited to steps of about η·R/2 (R ≈ 3.3 for dopri5 on the negative real axis),
-    i.e. roughly one step per record interval η — the same order as GD's own cost, so the
-    stiffness is mild on the GD time axis and the adaptive explicit methods of ``gf`` are used
-    (their step control finds the stability limit; the dataset's ``nfe`` and rejected steps show
-    its price). Same options and tolerances as ``gf``.
+    stability-limited to steps dt ≲ η·R/2 (R ≈ 3.3 for dopri5 on the negative real axis). That
+    is about one step per GD step, so on the GD time axis the stiffness is mild and the adaptive
+    explicit methods of ``gf`` are used; their step control finds the limit by itself. Measured
+    on deep_linear (defaults, η = 0.01, T = 30): mean dt = 1.3η, 15% of steps rejected, 5.3
+    gradient evaluations per GD step whatever the tolerance (rtol 1e-7: 4.5), i.e. ~34× gf's
+    NFE; NFE grows like 1/η. An implicit method would need Newton solves with the Hessian
+    (HVPs) at every step. Same options and tolerances as ``gf``.
     """
 
     name = "second_order"

@@ -9,8 +9,10 @@ Public API: ``get_problem``, ``get_solver``, ``run``, ``save``, ``load``, ``avai
 """
 __version__ = "0.1.0"
 
+from .compare import compare
 from .dataset import load, save, validate_dataset
 from .params import Bounds, ConfigError, Param
+from .plot import plot
 from .problem import Problem
 from .recording import Diagnostic, Recorder, RecordPoint, Variable
 from .registry import available_problems, available_solvers, get_problem, get_solver
@@ -18,5 +20,5 @@ from .run import run
 from .solver import Integration, Solver, SolverFailure
 
 __all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "validate_dataset",
-           "available_problems", "available_solvers", "Problem", "Solver", "Integration", "SolverFailure",
+           "compare", "plot", "available_problems", "available_solvers", "Problem", "Solver", "Integration", "SolverFailure",
            "Param", "Bounds", "ConfigError", "Recorder", "RecordPoint", "Variable", "Diagnostic"]

@@ -54,7 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list problems and solvers with their parameters")
     info = commands.add_parser("info", help="print a dataset's attributes and variables")
     info.add_argument("path")
+    compare = commands.add_parser("compare", help="distances between runs of one problem and initial point",
+                                  description="Align runs on their shared times and print (and write) each run's "
+                                              "distance from the reference run.")
+    compare.add_argument("paths", nargs="+", metavar="PATH", help="datasets recorded with --save-params")
+    compare.add_argument("--ref", help="the reference dataset (default: the first PATH)")
+    compare.add_argument("--out", help="also write the comparison as netCDF here")
+    plot = commands.add_parser("plot", help="plot a variable against time as a PNG")
+    plot.add_argument("paths", nargs="+", metavar="PATH", help="run or comparison datasets")
+    plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
+    plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
+    reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
+    reproduce.add_argument("--net", default="linear_fc,relu_fc,cnn", help="comma list of problems")
+    reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
+    reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
+    reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
+    reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
+    reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                           help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _comma_list(text: str, convert, flag: str) -> list:
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise _UsageError(f"{flag} expects a comma list, got {text!r}") from None
 
 
 def _default_out(problem: str, solver: str) -> Path:
@@ -124,7 +154,50 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info}
+def cmd_compare(args) -> int:
+    import gfbench
+    from gfbench.compare import summary_table
+    from gfbench.dataset import check_writable
+
+    out = check_writable(args.out) if args.out else None
+    ref = args.ref or args.paths[0]
+    runs = [path for path in args.paths if path != ref]
+    comparison = gfbench.compare(runs, ref=ref)
+    print(summary_table(comparison))
+    if out:
+        gfbench.save(comparison, out)
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    import gfbench
+    from gfbench.dataset import check_writable
+    from gfbench.plot import save_figure
+
+    datasets = [gfbench.load(path) for path in args.paths]
+    var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
+    out = Path(args.out) if args.out else Path(args.paths[0]).with_name(f"{Path(args.paths[0]).stem}-{var}.png")
+    check_writable(out)
+    save_figure(gfbench.plot(datasets, var, logy=args.logy), out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_reproduce(args) -> int:
+    from gfbench.params import parse_assignments
+    from gfbench.reproduce import reproduce_fig1
+
+    result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
+                            ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
+                            lr=args.lr, params=parse_assignments(args.param, "--param"), device=args.device,
+                            progress=not args.quiet)
+    print(result.summary)
+    print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "list": cmd_list, "info": cmd_info, "compare": cmd_compare, "plot": cmd_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,8 +15,9 @@ def principal_coefficient(z: torch.Tensor) -> torch.Tensor:
 
 
 class Principal(FlowSolver):
-    """Principal flow dθ/dt = Σ_i [log(1 − ηλ_i)/(ηλ_i)] (u_iᵀ∇f) u_i (Rosca et al. 2023), over the
-    eigenpairs (λ_i, u_i) of ∇²f(θ).
+    """Principal flow dθ/dt = Σ_i [log(1 − ηλ_i)/(ηλ_i)] (u_iᵀ∇f) u_i (Rosca et al. 2023).
+
+    The sum runs over the eigenpairs (λ_i, u_i) of the Hessian ∇²f(θ).
 
     On f = ½(θ − θ*)ᵀA(θ − θ*) it is dθ/dt = (1/η) log(I − ηA)(θ − θ*), whose solution at t = kη
     is exactly GD's θ* + (I − ηA)^k(θ0 − θ*). The coefficient is −1 at λ = 0 (gradient flow) and

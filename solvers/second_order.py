@@ -10,8 +10,10 @@ INITIAL_VELOCITIES = ("slow_manifold", "gradient", "zero")
 
 
 class SecondOrder(FlowSolver):
-    """(η/2) θ̈ + θ̇ = −∇f(θ), i.e. dθ/dt = −∇f − (η/2) d²θ/dt² (talk; Kunin et al. 2020), as the
-    first-order system θ̇ = v, v̇ = (2/η)(−∇f(θ) − v) in y = (θ, v) ∈ R^{2d}.
+    """Second-order flow dθ/dt = −∇f(θ) − (η/2) d²θ/dt² (the talk; Kunin et al. 2020).
+
+    That is (η/2) θ̈ + θ̇ = −∇f(θ), integrated as the first-order system θ̇ = v,
+    v̇ = (2/η)(−∇f(θ) − v) in y = (θ, v) ∈ R^{2d}.
 
     Initial velocity (``initial_velocity``): the flow has a slow manifold v = V(θ) and a fast
     mode decaying like e^{−2t/η}. Expanding V = V0 + ηV1 + … in (η/2) DV·V = −∇f − V gives

@@ -1,6 +1,7 @@
 """The Problem contract: an objective f on a flat parameter vector θ ∈ R^d."""
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from typing import ClassVar, Sequence
 
@@ -23,7 +24,7 @@ class Problem(Configurable):
     - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
 
     ``recorders()`` may return problem-specific diagnostics recorded along every trajectory.
-    Tensors and modules held as attributes follow ``to(device, dtype)``.
+    Tensors and modules held as attributes are converted by ``to(device, dtype)``.
     """
 
     kind: ClassVar[str] = "problem"
@@ -65,13 +66,20 @@ class Problem(Configurable):
         return ()
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Problem":
-        """Move the problem's floating tensors and modules in place (like ``nn.Module.to``); returns self."""
+        """This problem on ``device`` in ``dtype``: self when nothing changes, else a converted copy.
+
+        The original is left as it is, so a problem built in float64 keeps its exact data however
+        often it is run in float32.
+        """
         device = self.device if device is None else torch.device(device)
         dtype = self.dtype if dtype is None else dtype
+        if device == self.device and dtype == self.dtype:
+            return self
+        moved = copy.copy(self)
         for key, value in vars(self).items():
             if isinstance(value, torch.Tensor):
-                setattr(self, key, value.to(device, dtype) if value.is_floating_point() else value.to(device))
+                setattr(moved, key, value.to(device, dtype) if value.is_floating_point() else value.to(device))
             elif isinstance(value, torch.nn.Module):
-                value.to(device, dtype)
-        self.device, self.dtype = device, dtype
-        return self
+                setattr(moved, key, copy.deepcopy(value).to(device, dtype))
+        moved.device, moved.dtype = device, dtype
+        return moved

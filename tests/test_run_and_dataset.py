@@ -180,3 +180,11 @@ def test_entry_point_plugin_is_found(tmp_path, monkeypatch, run_cli):
     np.testing.assert_allclose(ds.theta.values[-1], ds.theta.values[0] * 0.5 ** 3, rtol=1e-15)
     listing = run_cli("list", env={"PYTHONPATH": str(tmp_path)})
     assert listing.returncode == 0 and "bowl" in listing.stdout and "scale (float, default 2.0" in listing.stdout
+
+
+def test_a_float32_run_leaves_the_problem_exact():
+    problem = gfbench.get_problem("quadratic", dim=6)
+    matrix = problem.hessian().clone()
+    gfbench.run(problem, "gd", lr=0.1, steps=3, dtype="float32", progress=False)
+    assert problem.dtype == torch.float64 and torch.equal(problem.hessian(), matrix)
+    assert problem.to(dtype=torch.float32).hessian().dtype == torch.float32

@@ -91,6 +91,7 @@ def check_run_config(problem, solver, *, lr, steps, seed=0, record_every=1, save
         solver = get_solver(solver)
     elif not isinstance(solver, Solver):
         raise ConfigError(f"solver must be a name or a Solver, got {solver!r}")
+    solver.check_problem(problem)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
     if not isinstance(save_params, bool):

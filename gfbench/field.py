@@ -43,12 +43,10 @@ class GradientField:
         Costs about two gradient evaluations (the gradient with its graph, then its backward);
         counted as one in ``n_hvp``, not in ``n_evals``.
         """
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.problem.loss(leaf), leaf, create_graph=True)
-            (product,) = torch.autograd.grad(grad, leaf, grad_outputs=v.detach())
+        from .curvature.hessian import HessianOperator  # lazy: gfbench.curvature imports this module
+
         self.n_hvp += 1
-        return product.detach()
+        return HessianOperator(self.problem, theta).matvec(v.detach())
 
     def hessian(self, theta: torch.Tensor) -> torch.Tensor:
         """The dense Hessian ∇²f(θ) (d × d, symmetrised), as d batched Hessian-vector products.

@@ -5,6 +5,7 @@ from typing import Protocol
 
 import torch
 
+from ..field import GradientField
 from ..params import ConfigError
 
 #: How a Hessian-vector product is computed. "double_backward": differentiate ⟨∇f(θ), v⟩ by a
@@ -86,9 +87,7 @@ class MatrixOperator:
 
 
 def dense_hessian(problem, theta: torch.Tensor) -> torch.Tensor:
-    """∇²f(θ) as a (d, d) matrix by ``torch.func.hessian``; d ≤ DENSE_MAX_DIM (ConfigError above)."""
+    """∇²f(θ) as a symmetric (d, d) matrix (``GradientField.hessian``: d batched products); d ≤ DENSE_MAX_DIM."""
     if theta.numel() > DENSE_MAX_DIM:
         raise ConfigError(f"the dense Hessian needs d <= {DENSE_MAX_DIM}, got d={theta.numel()}; use Lanczos")
-    with torch.enable_grad():
-        hessian = torch.func.hessian(problem.loss)(theta.detach())
-    return 0.5 * (hessian + hessian.T)  # exact symmetry, so eigh sees a symmetric matrix
+    return GradientField(problem).hessian(theta)

@@ -77,7 +77,8 @@ def hvp_ratios(problem: MLP, theta: torch.Tensor, repeats: int) -> None:
     for method in HVP_METHODS:
         operator = HessianOperator(problem, theta, method)
         functions[f"{method} per product"] = lambda operator=operator: operator.matvec(v)
-        functions[f"{method} at a fresh point"] = lambda method=method: HessianOperator(problem, theta, method).matvec(v)
+        functions[f"{method} at a fresh point"] = (
+            lambda method=method: HessianOperator(problem, theta, method).matvec(v))
     best = best_times(functions, repeats)
     grad_time = best.pop("gradient")
     print(f"gradient: {grad_time * 1e3:.2f} ms (d={problem.dim}, {problem.inputs.shape[0]} samples)")
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: with more, a loaded machine's thread contention swamps the ratios)")
+                        help="torch threads (default 1: on a loaded machine, thread contention swamps the ratios)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

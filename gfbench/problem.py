@@ -14,8 +14,8 @@ from .recording import Recorder
 
 @dataclass(frozen=True)
 class GlobalCurvature:
-    """Global curvature constants of f: ``beta`` = sup_q ‖∇²f(q)‖ (smoothness), ``m`` = −inf_q λmin(∇²f(q)),
-    and ``nonnegative`` whether f ≥ 0 everywhere (an assumption of EC21 Corollary 1)."""
+    """Global curvature constants of f: ``beta`` = sup_q ‖∇²f(q)‖ (smoothness),
+    ``m`` = −inf_q λmin(∇²f(q)), and ``nonnegative`` whether f ≥ 0 everywhere (EC21 Corollary 1 assumes it)."""
 
     beta: float
     m: float
@@ -83,7 +83,7 @@ class Problem(Configurable):
         return ()
 
     def global_curvature(self) -> GlobalCurvature | None:
-        """β ≥ ‖∇²f(q)‖ and m ≥ −λmin(∇²f(q)) over all q, when known in closed form (EC21 Corollary 1)."""
+        """β ≥ ‖∇²f(q)‖ and m ≥ −λmin(∇²f(q)) for all q, when known in closed form (EC21 Corollary 1)."""
         return None
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Problem":

@@ -66,9 +66,10 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     η*(t̃, ε) = inf_{t ∈ (0, t̃]} (ε − e^{μ(t)} g) / (β γ e^{μ(t)} ∫_0^t e^{−μ(s)} ds), with
     g = ‖θ_0 − θ(0)‖ (``initial_gap``), μ the recorded ``curvature_integral``, β(t̃) the largest
     |λmin|, |λmax| and γ(t̃) the largest ‖∇f‖ recorded up to t̃. ∫ e^{−μ} is the trapezoid rule on
-    the record grid. η* ≤ 0 means no step size qualifies (g e^{μ} ≥ ε). A GD step size below η* keeps ‖θ_k − θ(kη)‖ ≤ ε for k ≤ t̃/η, as far as the
-    path values stand for the ε-tube (attrs ``estimate``). Returns variables ``eta_star``,
-    ``beta``, ``gamma`` on the times up to the last curvature evaluation (t > 0).
+    the record grid. η* ≤ 0 means no step size qualifies (g e^{μ} ≥ ε). A GD step size below η*
+    keeps ‖θ_k − θ(kη)‖ ≤ ε for k ≤ t̃/η, as far as the path values stand for the ε-tube (attrs
+    ``estimate``). Returns ``eta_star``, ``beta``, ``gamma`` on the times up to the last curvature
+    evaluation (t > 0).
     """
     eps = _check_eps(eps)
     if ds_gf.attrs.get("solver") != "gf":
@@ -107,8 +108,8 @@ def theorem2_bound(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> xr.Dataset:
     """EC21 Theorem 2 (Eq. 4) for a GD run: ‖θ(t) − θ̄(t)‖ ≤ e^{μ(t)} ∫_0^t e^{−μ(s)} δ(s) ds.
 
     θ̄ is the Euler polygon through the GD iterates θ_k (Eq. 3): θ̄(t) = θ_k − (t − t_k)∇f(θ_k) on
-    [t_k, t_{k+1}], so its defect is δ(t) = ‖dθ̄/dt − (−∇f(θ̄(t)))‖ = ‖∇f(θ̄(t)) − ∇f(θ_k)‖. δ is
-    evaluated at THEOREM2_NODES Gauss–Legendre nodes per step from the GD run's saved θ_k
+    [t_k, t_{k+1}], so its defect is δ(t) = ‖dθ̄/dt − (−∇f(θ̄(t)))‖ = ‖∇f(θ̄(t)) − ∇f(θ_k)‖.
+    δ is evaluated at THEOREM2_NODES Gauss–Legendre nodes per step from the GD run's saved θ_k
     (``--save-params``, ``record_every`` 1) on the problem rebuilt from the attrs; μ(t) is the
     integral of −λmin measured on the GF run (which must have curvature covering the GD times).
     Both runs start from the same θ0 (same problem and seed), so the initial gap is 0.
@@ -191,7 +192,9 @@ def _deep_linear_terms(problem, theta: torch.Tensor) -> tuple[int, float, float,
 
 
 def lemma2_bound(problem, theta: torch.Tensor) -> float:
-    """EC21 Lemma 2 (Eq. 13): λmin(∇²f(θ)) ≥ −(n−1)√min(d0,dn) ‖∇φ(W_{n:1})‖_F max_{|J|=n−2} Π_{j∈J} ‖W_j‖.
+    """EC21 Lemma 2 (Eq. 13):
+
+    λmin(∇²f(θ)) ≥ −(n−1)√min(d0,dn) ‖∇φ(W_{n:1})‖_F max_{|J|=n−2} Π_{j∈J} ‖W_j‖.
 
     The max over subsets of n − 2 layers is the product of the n − 2 largest spectral norms.
     ``problem`` exposes ``layers``, ``end_to_end`` and ``end_to_end_loss`` (φ) like deep_linear.

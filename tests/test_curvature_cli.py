@@ -47,7 +47,8 @@ def test_bound_reports_deep_linear_lemma2_margin(run_cli, tmp_path):
     result = run_cli("bound", str(gf), "--eps", "0.1")
     assert result.returncode == 0, result.stderr
     assert "lemma2_bound: min over evaluated points of lambda_min - bound = " in result.stdout
-    margin = float(result.stdout.split("lemma2_bound: min over evaluated points of lambda_min - bound = ")[1].split()[0])
+    prefix = "lemma2_bound: min over evaluated points of lambda_min - bound = "
+    margin = float(result.stdout.split(prefix)[1].split()[0])
     assert margin >= 0 and "Corollary 1" not in result.stdout
 
 

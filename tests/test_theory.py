@@ -79,7 +79,8 @@ def test_corollary1_regimes_and_guarantee():
     assert regime.startswith("m < 0") and eta == pytest.approx(c * eps * 0.2)
     assert theory.corollary1_step_bound(strongly, f0, eps, 100.0)[0] == eta  # independent of t~
     eta, regime = theory.corollary1_step_bound(convex, f0, eps, 10.0)
-    assert regime.startswith("m = 0") and eta == pytest.approx(2 * theory.corollary1_step_bound(convex, f0, eps, 20.0)[0])
+    assert regime.startswith("m = 0")
+    assert eta == pytest.approx(2 * theory.corollary1_step_bound(convex, f0, eps, 20.0)[0])  # ∝ 1/t~
     eta10, regime = theory.corollary1_step_bound(nonconvex, f0, eps, 10.0)
     eta20 = theory.corollary1_step_bound(nonconvex, f0, eps, 20.0)[0]
     assert regime.startswith("m > 0") and eta20 / eta10 == pytest.approx(math.expm1(3.0) / math.expm1(6.0))

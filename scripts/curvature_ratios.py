@@ -6,7 +6,7 @@
    along a GD trajectory) against scipy.sparse.linalg.eigsh with which='LA' plus which='SA'
    (ARPACK, tol=1e-6) on the same HVP LinearOperator. Reports times, products and ratios.
 
-Run: ``python benchmarks/curvature_ratios.py [--samples N] [--points P]``. Not collected by asv or pytest.
+Run: ``python scripts/curvature_ratios.py [--samples N] [--points P]``. Not collected by asv or pytest.
 """
 from __future__ import annotations
 

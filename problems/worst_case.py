@@ -107,6 +107,27 @@ class WorstCase(Problem):
                              f"iteration {int(k.max())} at lr={lr:g} leaves the band")
         return solution
 
+    def max_gap(self, horizon: float, lr: float, theta0: torch.Tensor) -> float:
+        """max_{1 ≤ k ≤ ⌊t̃/η⌋} ‖θ_k − θ(kη)‖ from the closed forms (t̃ = ``horizon`` ≤ t_exit)."""
+        steps = torch.arange(1, int(math.floor(horizon / lr * (1 + 1e-12))) + 1, dtype=theta0.dtype)
+        if steps.numel() == 0:
+            return 0.0
+        gap = self.gd_solution(steps, lr, theta0) - self.gf_solution(steps * lr, theta0)
+        return float(torch.linalg.vector_norm(gap, dim=1).max())
+
+    def threshold_step_size(self, horizon: float, epsilon: float, theta0: torch.Tensor) -> float:
+        """The largest η (to 0.1 %) with ``max_gap`` ≤ ε up to t̃ = ``horizon``, by bisection on log η.
+
+        The gap grows with η, so GD ε-follows GF up to t̃ exactly for η below this threshold.
+        """
+        low, high = 1e-12, horizon
+        if self.max_gap(horizon, high, theta0) <= epsilon:
+            return high
+        while high / low > 1.001:
+            middle = math.sqrt(low * high)
+            low, high = (middle, high) if self.max_gap(horizon, middle, theta0) <= epsilon else (low, middle)
+        return low
+
     def step_size_bound(self, horizon: float, epsilon: float, theta0: torch.Tensor) -> float:
         """EC21's sufficient step size for ‖θ_k − θ(kη)‖ ≤ ε up to t̃ = ``horizon`` (θ_0 = θ(0)).
 

@@ -26,8 +26,8 @@ def _sgd_reference(problem, theta0, lr, steps):
     return nn.utils.parameters_to_vector(module.parameters()).detach()
 
 
-@pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 100}), ("cnn", {"n_train": 50}),
-                                          ("cnn", {"n_train": 50, "arch": "lenet5"})])
+@pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 50}), ("cnn", {"n_train": 20}),
+                                          ("cnn", {"n_train": 10, "arch": "lenet5"})])
 def test_gd_equals_a_plain_sgd_loop(mnist_env, name, params):
     problem = gfbench.get_problem(name, **params)
     lr, steps = 0.05, 100

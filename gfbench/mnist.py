@@ -35,7 +35,7 @@ _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 #: what the problem is, so those problems take it out of ``params`` (labels and a dataset's
 #: ``problem_params`` stay the same on every machine).
 DATA_DIR_PARAM = Param("data_dir", str, None,
-                       f"folder holding MNIST/raw/ (auto: ${ENV_VAR}, else {DEFAULT_ROOT})")
+                       f"folder holding MNIST/raw/ (auto: ${ENV_VAR}, else ~/.cache/gfbench)")
 
 
 def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -126,7 +126,10 @@ def subset_indices(n: int, split: str) -> np.ndarray:
 
 def mnist_tensors(split: str, n: int, data_dir: str | os.PathLike | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y): ``n`` examples of ``split``, x = (pixel/255 − 0.1307)/0.3081 as float64 (n, 1, 28, 28), y int64 (n,)."""
+    """(x, y): ``n`` examples of ``split`` (see ``subset_indices``).
+
+    x = (pixel/255 − 0.1307)/0.3081, float64 of shape (n, 1, 28, 28); y the digits, int64 of shape (n,).
+    """
     images, labels = load_split(split, data_dir)
     if not 1 <= n <= len(images):
         raise ConfigError(f"MNIST {split} set has {len(images)} examples; asked for {n}")

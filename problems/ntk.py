@@ -28,6 +28,10 @@ class NTK(Problem):
     H_ij(t) = (1/m) x_iᵀx_j Σ_r 1{w_rᵀx_i ≥ 0, w_rᵀx_j ≥ 0}, and as m → ∞ H(0) → H* with
     H*_ij = x_iᵀx_j (π − arccos(x_iᵀx_j))/(2π); λ0 = λmin(H*). Records the quantities of
     ``NTKRecorder``.
+
+    GF on a ReLU network: ∇L jumps where some w_rᵀx_i = 0, and the flow can slide along such a
+    surface (a Filippov solution), where an adaptive Runge–Kutta method at the default rtol 1e-9
+    crawls with tiny steps. Run ``gf`` here with ``rtol`` ≈ 1e-5 (cost grows like 1/rtol).
     """
 
     name = "ntk"
@@ -40,9 +44,9 @@ class NTK(Problem):
         Param("data_seed", int, 0, "seed of the data and of the output weights a", bounds=NON_NEGATIVE),
         DATA_DIR_PARAM,
     )
-    # The loss contracts like exp(-2 λmin(H) t / n) with λ0 ≈ 0.19 for the default data
-    # (n = 20, d = 10): T = 500 takes it down by about e^-9. GD is stable for η < 2n/λmax(H) ≈ 30
-    # (λmax ≈ 1.3); η = 1 keeps GD within a fraction of a percent of GF.
+    # The loss contracts at least like exp(-2 λmin(H) t / n); for the default data (n = 20, d = 10)
+    # λ0 ≈ 0.137 and λmax(H*) ≈ 1.31, so GD is stable for η < 2n/λmax ≈ 30 and η = 1 is far inside.
+    # T = 500 brings the loss from 0.94 to 7e-5 (measured, seed 0) in a few seconds.
     default_lr = 1.0
     default_steps = 500
 

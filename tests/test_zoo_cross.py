@@ -30,7 +30,8 @@ CASES = [_case(key) for key in TINY]
 
 
 def test_every_registered_problem_is_covered():
-    assert {case.values[0] for case in CASES} == set(gfbench.registry.problems())  # gfbench.problems is shadowed by the subpackage once imported
+    # gfbench.registry.problems: the attribute gfbench.problems is the subpackage once that is imported
+    assert {case.values[0] for case in CASES} == set(gfbench.registry.problems())
 
 
 @pytest.mark.parametrize("name, params", CASES)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from gfbench.params import AT_LEAST_ONE, POSITIVE, Bounds, Param
+from gfbench.params import AT_LEAST_ONE, POSITIVE, Param
 from gfbench.problem import Problem
 
 
@@ -34,7 +34,7 @@ class WorstCase(Problem):
         Param("mu", float, 1.0, "curvature of the convex coordinates theta_2..theta_d", bounds=POSITIVE),
         Param("band", float, 1.0, "half-width a of the band where g(x) = c - (m/2) x^2", bounds=POSITIVE),
         Param("init_scale", float, 1e-3, "|theta_1(0)|, and the std of the other coordinates",
-              bounds=Bounds(0, None, low_open=True)),
+              bounds=POSITIVE),
     )
     # With init_scale = 1e-3 and a = 1, GF stays in the band until t_exit = ln(1000) ≈ 6.9; T = 5
     # keeps both runs on the closed forms. At η = 0.01 the GD–GF gap reaches ≈ ηT/2 = 2.5 % of

@@ -37,6 +37,8 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--seed", type=int, default=0, help="seed of the initial point theta0 (default 0)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="problem parameter (repeatable)")
+    run.add_argument("--data-dir", help="folder holding MNIST/raw/ for problems that read MNIST "
+                                        "(same as --param data_dir=...; default $GFBENCH_DATA)")
     run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                      help="solver option (repeatable)")
     run.add_argument("--record-every", type=int, default=1, help="record every r steps (default 1)")
@@ -114,7 +116,10 @@ def cmd_run(args) -> int:
     from gfbench.params import parse_assignments
     from gfbench.run import check_run_config
 
-    problem = gfbench.get_problem(args.problem, **parse_assignments(args.param, "--param"))
+    problem_params = parse_assignments(args.param, "--param")
+    if args.data_dir is not None:
+        problem_params["data_dir"] = args.data_dir
+    problem = gfbench.get_problem(args.problem, **problem_params)
     solver = gfbench.get_solver(args.solver, **parse_assignments(args.solver_option, "--solver-option"))
     lr = problem.default_lr if args.lr is None else args.lr
     steps = problem.default_steps if args.steps is None else args.steps

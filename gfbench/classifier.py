@@ -1,0 +1,129 @@
+"""Networks classifying MNIST digits as problems: the shared part of linear_fc, relu_fc and cnn.
+
+θ is ``torch.nn.utils.parameters_to_vector(module.parameters())``: every parameter flattened
+row-major, in the module's parameter order. ``loss(θ)`` evaluates the module on views of θ through
+``torch.func.functional_call``, so no parameter is ever copied into the module.
+"""
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from .mnist import DATA_DIR_PARAM, TEST_SIZE, TRAIN_SIZE, mnist_tensors
+from .params import Bounds, Param
+from .problem import Problem
+from .recording import Recorder, RecordPoint, Variable
+
+CLASSIFIER_PARAMETERS = (
+    Param("n_train", int, 1000, "training examples: MNIST indices 0, 50, ..., 50(n-1) for n <= 1001, "
+          "else the first n (EC21)", bounds=Bounds(1, TRAIN_SIZE)),
+    Param("n_test", int, 0, "test examples (the first n of the test set) for test_loss/test_accuracy; 0: none",
+          bounds=Bounds(0, TEST_SIZE)),
+    DATA_DIR_PARAM,
+)
+
+
+def torch_default_init_(module: nn.Module, generator: torch.Generator) -> None:
+    """torch's own initialisation of every Linear and Conv2d, drawn from ``generator``.
+
+    Weights kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); biases U(−1/√fan_in, 1/√fan_in)
+    (``reset_parameters`` of torch.nn.Linear and Conv2d).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            if layer.bias is not None:
+                bound = 1.0 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(layer.weight)[0])
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+class MNISTClassifier(Problem):
+    """f(θ) = (1/n) Σ_i CE(h_θ(x_i), y_i): mean cross-entropy of a network h_θ on n MNIST examples, full batch.
+
+    Inputs are normalised as (pixel/255 − 0.1307)/0.3081 (torchvision's constants). A subclass
+    builds the network (``make_module``) and initialises it from a generator (``initialize_``).
+    Records ``train_accuracy``, and ``test_loss`` and ``test_accuracy`` when ``n_test`` > 0.
+    """
+
+    #: EC21 Figure 1: η0 = 0.001 for 10,000 iterations.
+    default_lr: ClassVar[float] = 0.001
+    default_steps: ClassVar[int] = 10_000
+    #: True: the module takes flattened inputs (n, 784); False: images (n, 1, 28, 28).
+    flat_inputs: ClassVar[bool]
+
+    @abstractmethod
+    def make_module(self) -> nn.Module:
+        """A fresh module for ``self.params`` (its initial values do not matter)."""
+
+    @abstractmethod
+    def initialize_(self, module: nn.Module, generator: torch.Generator) -> None:
+        """Overwrite every parameter of ``module`` in place with the problem's initialisation."""
+
+    def build(self) -> None:
+        self.data_dir = self.params.pop("data_dir")
+        self.module = self.make_module().to(torch.float64)
+        self.shapes = {name: p.shape for name, p in self.module.named_parameters()}
+        self.train_x, self.train_y = self._inputs("train", self.params["n_train"])
+        if self.params["n_test"] > 0:
+            self.test_x, self.test_y = self._inputs("test", self.params["n_test"])
+
+    def _inputs(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = mnist_tensors(split, n, self.data_dir)
+        return (x.flatten(1) if self.flat_inputs else x), y
+
+    @property
+    def dim(self) -> int:
+        return sum(shape.numel() for shape in self.shapes.values())
+
+    def sample_init(self, generator: torch.Generator) -> torch.Tensor:
+        module = self.make_module().to(torch.float64)
+        with torch.no_grad():
+            self.initialize_(module, generator)
+        return nn.utils.parameters_to_vector(module.parameters()).detach()
+
+    def named_views(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """θ split into views shaped like the module's parameters, by parameter name."""
+        sizes = [shape.numel() for shape in self.shapes.values()]
+        return {name: chunk.view(shape)
+                for (name, shape), chunk in zip(self.shapes.items(), torch.split(theta, sizes))}
+
+    def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h_θ(x), shape (n, 10)."""
+        return functional_call(self.module, self.named_views(theta), (x,))
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(theta, self.train_x), self.train_y)
+
+    def recorders(self) -> Sequence[Recorder]:
+        return (ClassifierMetrics(with_test=self.params["n_test"] > 0),)
+
+
+class ClassifierMetrics(Recorder):
+    """Training accuracy, and test loss and accuracy when the problem holds test examples."""
+
+    def __init__(self, with_test: bool) -> None:
+        self.with_test = with_test
+
+    def variables(self) -> Sequence[Variable]:
+        found = [Variable("train_accuracy", "fraction of training examples classified correctly", "1")]
+        if self.with_test:
+            found += [Variable("test_loss", "mean cross-entropy on the test examples", "1"),
+                      Variable("test_accuracy", "fraction of test examples classified correctly", "1")]
+        return found
+
+    def record(self, point: RecordPoint) -> Mapping[str, Any]:
+        problem = point.problem
+        logits = problem.logits(point.theta, problem.train_x)
+        values = {"train_accuracy": float((logits.argmax(1) == problem.train_y).double().mean())}
+        if self.with_test:
+            logits = problem.logits(point.theta, problem.test_x)
+            values["test_loss"] = float(F.cross_entropy(logits, problem.test_y))
+            values["test_accuracy"] = float((logits.argmax(1) == problem.test_y).double().mean())
+        return values
+

@@ -1,0 +1,139 @@
+"""MNIST from the standard IDX files, read with numpy in torchvision's folder layout.
+
+The four files live in ``<root>/MNIST/raw/`` as ``train-images-idx3-ubyte``,
+``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (or the
+same names with ``.gz``), exactly where ``torchvision.datasets.MNIST(root)`` keeps them. The root
+is the ``data_dir`` argument, else the environment variable ``GFBENCH_DATA``, else
+``~/.cache/gfbench``. When files are missing and torchvision is installed (``pip install
+gfbench[mnist]``), torchvision downloads them; otherwise a ConfigError names the missing files.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .params import ConfigError, Param
+
+ENV_VAR = "GFBENCH_DATA"
+DEFAULT_ROOT = Path.home() / ".cache" / "gfbench"
+#: torchvision's normalisation constants: mean and standard deviation of the training pixels in [0, 1].
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
+#: EC21's code takes every 50th training example when at most 1001 are asked for.
+STRIDE, MAX_STRIDED = 50, 1001
+
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+
+#: The ``data_dir`` parameter of every problem that reads MNIST. It says where the files are, not
+#: what the problem is, so those problems take it out of ``params`` (labels and a dataset's
+#: ``problem_params`` stay the same on every machine).
+DATA_DIR_PARAM = Param("data_dir", str, None,
+                       f"folder holding MNIST/raw/ (auto: ${ENV_VAR}, else ~/.cache/gfbench)")
+
+
+def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: ``data_dir``, else ``$GFBENCH_DATA``, else ``~/.cache/gfbench``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return DEFAULT_ROOT
+
+
+def _find(raw: Path, stem: str) -> Path | None:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing(root: Path) -> list[str]:
+    raw = root / "MNIST" / "raw"
+    return [stem for pair in _FILES.values() for stem in pair if _find(raw, stem) is None]
+
+
+def _ensure_files(root: Path) -> None:
+    """Download through torchvision when files are missing and it is installed; else raise ConfigError."""
+    missing = _missing(root)
+    if not missing:
+        return
+    try:
+        import torchvision
+    except ImportError:
+        raise ConfigError(
+            f"MNIST files missing in {str(root / 'MNIST' / 'raw')!r}: {', '.join(missing)} (or their .gz); "
+            f"copy them there, or point --data-dir / ${ENV_VAR} at a folder holding MNIST/raw/, "
+            f"or 'pip install gfbench[mnist]' (torchvision) to download them") from None
+    for train in (True, False):
+        torchvision.datasets.MNIST(str(root), train=train, download=True)
+    if _missing(root):
+        raise ConfigError(f"torchvision did not provide {', '.join(_missing(root))} in {str(root)!r}")
+
+
+def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    header_ints = 2 + len(item_shape)
+    header = np.frombuffer(data, dtype=">i4", count=header_ints) if len(data) >= 4 * header_ints else None
+    if header is None or header[0] != magic or tuple(header[2:]) != item_shape:
+        raise ConfigError(f"{str(path)!r} is not an MNIST IDX file (expected magic {magic}, items {item_shape})")
+    count = int(header[1])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 * header_ints)
+    if body.size != count * int(np.prod(item_shape, dtype=np.int64)):
+        raise ConfigError(f"{str(path)!r} is truncated: header says {count} items")
+    return body.reshape(count, *item_shape)
+
+
+@lru_cache(maxsize=4)
+def _load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    raw = root / "MNIST" / "raw"
+    images_stem, labels_stem = _FILES[split]
+    images = _read_idx(_find(raw, images_stem), _IMAGE_MAGIC, (28, 28))
+    labels = _read_idx(_find(raw, labels_stem), _LABEL_MAGIC, ())
+    if len(images) != len(labels):
+        raise ConfigError(f"MNIST {split} files in {str(raw)!r} disagree: {len(images)} images, {len(labels)} labels")
+    return images, labels
+
+
+def load_split(split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All images (uint8, N × 28 × 28) and labels (uint8, N) of ``split`` ("train" or "test").
+
+    Read once per process and root (cached); the arrays are read-only.
+    """
+    root = resolve_root(data_dir).resolve()
+    _ensure_files(root)
+    return _load_split(root, split)
+
+
+def subset_indices(n: int, split: str) -> np.ndarray:
+    """Indices of the ``n`` examples taken from ``split``.
+
+    Training set: 0, 50, …, 50(n − 1) for n ≤ 1001 and 0, …, n − 1 beyond (EC21's code). Test
+    set: the first n.
+    """
+    if split == "train" and n <= MAX_STRIDED:
+        return np.arange(n) * STRIDE
+    return np.arange(n)
+
+
+def mnist_tensors(split: str, n: int, data_dir: str | os.PathLike | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): ``n`` examples of ``split`` (see ``subset_indices``).
+
+    x = (pixel/255 − 0.1307)/0.3081, float64 of shape (n, 1, 28, 28); y the digits, int64 of shape (n,).
+    """
+    images, labels = load_split(split, data_dir)
+    if not 1 <= n <= len(images):
+        raise ConfigError(f"MNIST {split} set has {len(images)} examples; asked for {n}")
+    index = subset_indices(n, split)
+    x = torch.from_numpy(images[index].astype(np.float64) / 255.0)
+    x = ((x - PIXEL_MEAN) / PIXEL_STD).unsqueeze(1)
+    return x, torch.from_numpy(labels[index].astype(np.int64))

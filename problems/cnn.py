@@ -1,0 +1,63 @@
+"""EC21 Appendix I's convolutional networks on MNIST (the two architectures of the paper's code)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gfbench.classifier import CLASSIFIER_PARAMETERS, MNISTClassifier, torch_default_init_
+from gfbench.params import Param
+
+
+def _classifier_head(bias: bool) -> list[nn.Module]:
+    """Flatten, then FC 400-120-84-10 with ReLU between."""
+    return [nn.Flatten(), nn.Linear(400, 120, bias=bias), nn.ReLU(), nn.Linear(120, 84, bias=bias), nn.ReLU(),
+            nn.Linear(84, 10, bias=bias)]
+
+
+def subsample_cnn() -> nn.Sequential:
+    """EC21's adapted CNN: pad 2, conv 1→6 5×5 stride 2, ReLU, conv 6→16 5×5 stride 2, ReLU, FC; no biases."""
+    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5, stride=2, bias=False), nn.ReLU(),
+                         nn.Conv2d(6, 16, 5, stride=2, bias=False), nn.ReLU(), *_classifier_head(bias=False))
+
+
+def lenet5() -> nn.Sequential:
+    """LeNet-5 (EC21's off-the-shelf CNN): pad 2, conv 1→6 5×5, ReLU, max-pool 2, conv 6→16 5×5, ReLU,
+    max-pool 2, FC; with biases."""
+    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), *_classifier_head(bias=True))
+
+
+ARCHITECTURES = {"subsample": subsample_cnn, "lenet5": lenet5}
+
+
+class CNN(MNISTClassifier):
+    """Convolutional network on MNIST images (EC21 Appendix I), cross-entropy, full batch.
+
+    ``arch=subsample`` (default): the paper's adapted CNN, strided convolutions and no biases
+    (28×28 → pad 32×32 → 14×14×6 → 5×5×16 = 400 → 120 → 84 → 10); ``arch=lenet5``: its
+    off-the-shelf LeNet-5 with max-pooling and biases. θ = parameters_to_vector in the module's
+    order: conv1 [weight, bias], conv2 [weight, bias], then the FC layers.
+
+    ``init=paper`` (the paper's code): Xavier-uniform on the FC weights, while conv weights and all
+    biases keep torch's default U(−1/√fan_in, 1/√fan_in); ``init=xavier``: Xavier-uniform on every
+    weight. All drawn from the run's seed.
+    """
+
+    name = "cnn"
+    parameters = (
+        Param("arch", str, "subsample", "architecture", choices=tuple(ARCHITECTURES)),
+        Param("init", str, "paper", "paper: Xavier on FC weights, torch default elsewhere; xavier: on every weight",
+              choices=("paper", "xavier")),
+        *CLASSIFIER_PARAMETERS,
+    )
+    flat_inputs = False
+
+    def make_module(self) -> nn.Module:
+        return ARCHITECTURES[self.params["arch"]]()
+
+    def initialize_(self, module: nn.Module, generator: torch.Generator) -> None:
+        torch_default_init_(module, generator)
+        xavier_on = (nn.Linear,) if self.params["init"] == "paper" else (nn.Linear, nn.Conv2d)
+        for layer in module:
+            if isinstance(layer, xavier_on):
+                nn.init.xavier_uniform_(layer.weight, generator=generator)

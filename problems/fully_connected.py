@@ -1,0 +1,69 @@
+"""EC21 Figure 1's fully connected networks on MNIST: one implementation, linear or ReLU activation."""
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from gfbench.classifier import CLASSIFIER_PARAMETERS, MNISTClassifier, torch_default_init_
+from gfbench.params import ConfigError, Param
+
+
+def parse_widths(text: str, owner: str) -> list[int]:
+    """"50,50" → [50, 50]; "" → [] (no hidden layer). ConfigError for anything else."""
+    if not text.strip():
+        return []
+    try:
+        widths = [int(item) for item in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"problem {owner!r} parameter 'hidden' must be a comma list of positive integers "
+                          f"like 50,50; got {text!r}")
+    return widths
+
+
+class FullyConnected(MNISTClassifier):
+    """h_θ(x) = W_n σ(W_{n−1} ⋯ σ(W_1 x)) on flattened MNIST (EC21 Eq. 8), cross-entropy, full batch.
+
+    Widths 784-``hidden``-10 (default 784-50-50-10, EC21 Figure 1), no biases unless ``bias``.
+    θ = parameters_to_vector of the torch.nn.Sequential of Linear layers: W_1 (row-major),
+    [b_1,] W_2, [b_2,] …, W_n[, b_n]. Every weight is Xavier-uniform from the run's seed
+    (biases, with ``bias``, keep torch's default U(−1/√fan_in, 1/√fan_in)). Subclasses fix σ.
+    """
+
+    parameters = (
+        Param("hidden", str, "50,50", "hidden widths, comma separated (EC21 Figure 1: 50,50)"),
+        Param("bias", bool, False, "give every layer a bias (EC21: no biases)"),
+        *CLASSIFIER_PARAMETERS,
+    )
+    flat_inputs = True
+    activation: ClassVar[Callable[[], nn.Module]]
+
+    def make_module(self) -> nn.Module:
+        widths = [784, *parse_widths(self.params["hidden"], self.name), 10]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(fan_in, fan_out, bias=self.params["bias"]), self.activation()]
+        return nn.Sequential(*layers[:-1])
+
+    def initialize_(self, module: nn.Module, generator: torch.Generator) -> None:
+        torch_default_init_(module, generator)
+        for layer in module:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+
+
+class LinearFC(FullyConnected):
+    """Fully connected linear network on MNIST, σ(z) = z (EC21 Figure 1, left)."""
+
+    name = "linear_fc"
+    activation = nn.Identity
+
+
+class ReluFC(FullyConnected):
+    """Fully connected ReLU network on MNIST, σ(z) = max(z, 0) (EC21 Figure 1, right)."""
+
+    name = "relu_fc"
+    activation = nn.ReLU

@@ -1,0 +1,104 @@
+"""linear_fc, relu_fc and cnn against hand-written forward passes and a plain torch.optim.SGD loop."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gfbench
+from gfbench.mnist import mnist_tensors
+from zoo_support import mnist_env, requires_mnist  # noqa: F401 (fixture)
+
+pytestmark = requires_mnist
+
+
+def _sgd_reference(problem, theta0, lr, steps):
+    """θ after ``steps`` of torch.optim.SGD (full batch, no momentum) on a copy of the problem's module."""
+    module = copy.deepcopy(problem.module)
+    nn.utils.vector_to_parameters(theta0.clone(), module.parameters())
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(problem.train_x), problem.train_y).backward()
+        optimizer.step()
+    return nn.utils.parameters_to_vector(module.parameters()).detach()
+
+
+@pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 50}), ("cnn", {"n_train": 20}),
+                                          ("cnn", {"n_train": 10, "arch": "lenet5"})])
+def test_gd_equals_a_plain_sgd_loop(mnist_env, name, params):
+    problem = gfbench.get_problem(name, **params)
+    lr, steps = 0.05, 100
+    ds = gfbench.run(problem, "gd", lr=lr, steps=steps, record_every=steps, save_params=True, progress=False)
+    theta0 = problem.init(0)
+    reference = _sgd_reference(problem, theta0, lr, steps).numpy()
+    assert np.abs(ds.theta.values[-1] - reference).max() <= 1e-10
+    assert np.linalg.norm(reference - theta0.numpy()) > 0.1  # the runs went somewhere
+    assert ds.loss.values[-1] < 0.5 * ds.loss.values[0]
+
+
+@pytest.mark.parametrize("name, params, dim", [
+    ("linear_fc", {}, 784 * 50 + 50 * 50 + 50 * 10),
+    ("relu_fc", {"bias": True, "hidden": "30"}, 784 * 30 + 30 + 30 * 10 + 10),
+    ("cnn", {}, 6 * 25 + 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10),
+    ("cnn", {"arch": "lenet5"}, 61_706),  # LeNet-5's well-known parameter count
+])
+def test_dimensions(mnist_env, name, params, dim):
+    assert gfbench.get_problem(name, n_train=10, **params).dim == dim
+
+
+@pytest.mark.parametrize("name, activation", [("linear_fc", lambda z: z), ("relu_fc", torch.relu)])
+def test_fully_connected_loss_is_the_written_out_network(mnist_env, name, activation):
+    problem = gfbench.get_problem(name, n_train=200)
+    theta = problem.init(3)
+    w1, w2, w3 = (theta[:39_200].view(50, 784), theta[39_200:41_700].view(50, 50), theta[41_700:].view(10, 50))
+    x, y = mnist_tensors("train", 200)
+    logits = activation(activation(x.flatten(1) @ w1.T) @ w2.T) @ w3.T
+    expected = torch.mean(torch.logsumexp(logits, 1) - logits[torch.arange(200), y])
+    assert abs(float(problem.loss(theta)) - float(expected)) <= 1e-13
+
+
+def test_initialisations_follow_the_paper(mnist_env):
+    xavier = lambda fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))  # noqa: E731
+    fc = gfbench.get_problem("relu_fc", n_train=10)
+    views = fc.named_views(fc.init(0))
+    w1 = views["0.weight"]
+    assert float(w1.abs().max()) <= xavier(784, 50)
+    assert float(w1.var()) == pytest.approx(xavier(784, 50) ** 2 / 3, rel=0.03)
+    for init, conv_bound in (("paper", 1 / math.sqrt(25)), ("xavier", xavier(25, 150))):
+        cnn = gfbench.get_problem("cnn", arch="lenet5", init=init, n_train=10)
+        views = cnn.named_views(cnn.init(0))
+        conv = views["1.weight"]
+        assert float(conv.abs().max()) <= conv_bound and float(conv.abs().max()) > 0.9 * conv_bound
+        assert float(views["1.bias"].abs().max()) <= 1 / math.sqrt(25)
+        assert float(views["8.weight"].abs().max()) <= xavier(400, 120)
+        assert float(views["8.weight"].var()) == pytest.approx(xavier(400, 120) ** 2 / 3, rel=0.03)
+    torch.manual_seed(123)  # the global RNG plays no part in θ0
+    again = cnn.init(0)
+    torch.manual_seed(456)
+    assert torch.equal(again, cnn.init(0)) and not torch.equal(again, cnn.init(1))
+
+
+def test_accuracy_and_test_metrics_are_recorded(mnist_env):
+    problem = gfbench.get_problem("relu_fc", n_train=100, n_test=300)
+    ds = gfbench.run(problem, "gd", lr=0.05, steps=20, record_every=20, save_params=True, progress=False)
+    theta = torch.from_numpy(ds.theta.values[-1].copy())
+    train_logits = problem.logits(theta, problem.train_x)
+    x_test, y_test = mnist_tensors("test", 300)
+    test_logits = problem.logits(theta, x_test.flatten(1))
+    assert float(ds.train_accuracy[-1]) == float((train_logits.argmax(1) == problem.train_y).double().mean())
+    assert float(ds.test_accuracy[-1]) == float((test_logits.argmax(1) == y_test).double().mean())
+    assert float(ds.test_loss[-1]) == pytest.approx(float(nn.functional.cross_entropy(test_logits, y_test)),
+                                                     rel=1e-14)
+    assert float(ds.train_accuracy[-1]) > float(ds.train_accuracy[0]) and float(ds.test_accuracy[-1]) > 0.3
+    assert "test_loss" not in gfbench.run(gfbench.get_problem("relu_fc", n_train=10), "gd", lr=0.001,
+                                          steps=1, progress=False)
+
+
+def test_bad_hidden_widths_are_config_errors(mnist_env):
+    for bad in ("50,,50", "a,b", "50,0"):
+        with pytest.raises(gfbench.ConfigError, match="hidden"):
+            gfbench.get_problem("relu_fc", hidden=bad, n_train=10)
+    assert gfbench.get_problem("linear_fc", hidden="", n_train=10).dim == 7840

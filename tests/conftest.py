@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo_support import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -18,3 +20,10 @@ def run_cli(tmp_path):
                               capture_output=True, text=True, timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def mnist_env(monkeypatch):
+    """GFBENCH_DATA pointing at the shared MNIST copy, as tests and CI use it."""
+    monkeypatch.setenv("GFBENCH_DATA", str(SHARED_DATA))
+    return SHARED_DATA

@@ -9,7 +9,7 @@ from torch import nn
 
 import gfbench
 from gfbench.mnist import mnist_tensors
-from zoo_support import mnist_env, requires_mnist  # noqa: F401 (fixture)
+from zoo_support import requires_mnist
 
 pytestmark = requires_mnist
 

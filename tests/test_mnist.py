@@ -10,7 +10,7 @@ import gfbench
 from gfbench import mnist
 from gfbench.cli import main
 from gfbench.params import ConfigError
-from zoo_support import SHARED_DATA, mnist_env, requires_mnist  # noqa: F401 (fixture)
+from zoo_support import SHARED_DATA, requires_mnist
 
 pytestmark = requires_mnist
 

@@ -8,10 +8,3 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 requires_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
                                     reason=f"MNIST copy for tests not found at {SHARED_DATA}/MNIST/raw")
-
-
-@pytest.fixture
-def mnist_env(monkeypatch):
-    """GFBENCH_DATA pointing at the shared MNIST copy, as tests and CI use it."""
-    monkeypatch.setenv("GFBENCH_DATA", str(SHARED_DATA))
-    return SHARED_DATA

@@ -4,7 +4,8 @@ Gradient descent (GD) is Euler's method on gradient flow (GF), dθ/dt = −∇f(
 registered problems with registered solvers on one time axis t = k·η and records labelled
 trajectories as xarray datasets (netCDF files).
 
-Public API: ``get_problem``, ``get_solver``, ``run``, ``save``, ``load``, ``problems``,
+Public API: ``get_problem``, ``get_solver``, ``run``, ``save``, ``load``, ``sweep``, ``load_sweep``
+(sweeps need the ``sweep`` extra, dask.distributed, imported only when a sweep runs), ``problems``,
 ``solvers``, the ``Problem``/``Solver`` base classes and ``Param`` for plugins.
 """
 __version__ = "0.1.0"
@@ -15,8 +16,10 @@ from .problem import Problem
 from .recording import Diagnostic, Recorder, RecordPoint, Variable
 from .registry import get_problem, get_solver, problems, solvers
 from .run import run
+from .sweep import Grid, load_sweep, sweep
 from .solver import Integration, Solver, SolverFailure
 
-__all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "validate_dataset", "problems",
+__all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "sweep", "load_sweep", "Grid",
+           "validate_dataset", "problems",
            "solvers", "Problem", "Solver", "Integration", "SolverFailure", "Param", "Bounds", "ConfigError",
            "Recorder", "RecordPoint", "Variable", "Diagnostic"]

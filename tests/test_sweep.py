@@ -21,19 +21,25 @@ from gfbench.sweep import MANIFEST, load_sweep, member_path, plan_sweep, start_l
 
 # A third-party problem, installed for these tests through the real entry-point mechanism (a
 # dist-info folder on sys.path and on the workers' PYTHONPATH): the quadratic, except that θ0 for
-# the seed ``fail_seed`` raises, so a member fails inside its worker after the grid was checked.
+# the seed ``fail_seed`` raises, so a member fails inside its worker after the grid was checked,
+# and θ0 for ``kill_seed`` ends the worker process, as a crash or an out-of-memory kill would.
 PLUGIN_MODULE = '''
+import os
+
 from gfbench.params import Param
 from gfbench.problems import Quadratic
 
 
 class FailingQuadratic(Quadratic):
-    """The quadratic; init(fail_seed) raises."""
+    """The quadratic; init(fail_seed) raises and init(kill_seed) kills its process."""
 
     name = "failing_quadratic"
-    parameters = Quadratic.parameters + (Param("fail_seed", int, -1, "seed whose init raises"),)
+    parameters = Quadratic.parameters + (Param("fail_seed", int, -1, "seed whose init raises"),
+                                         Param("kill_seed", int, -1, "seed whose init kills the process"))
 
     def init(self, seed):
+        if seed == self.params["kill_seed"]:
+            os._exit(1)
         if seed == self.params["fail_seed"]:
             raise RuntimeError(f"forced failure for seed {seed}")
         return super().init(seed)
@@ -62,8 +68,17 @@ def plugin_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scheduler(plugin_path):
-    """One two-process LocalCluster for the module (its workers see the plugin)."""
-    cluster = start_local_cluster(2, dashboard=False)
+    """One two-process LocalCluster for the module (its workers see the plugin).
+
+    Dask reschedules the task of a dead worker until ``allowed-failures`` more workers died
+    running it (default 3), then gives up with KilledWorker; 0 makes the first death final, which
+    keeps the killed-worker test short.
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults must be loaded before the override below)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = start_local_cluster(2, dashboard=False)
     try:
         yield cluster.scheduler_address
     finally:
@@ -126,6 +141,16 @@ def test_failure_and_divergence_are_recorded_and_the_rest_complete(scheduler, tm
     np.testing.assert_array_equal(diverged["loss"].values[present], reference["loss"].values)
     assert diverged["time"].values[present][-1] == pytest.approx(reference["time"].values[-1], rel=1e-12)
     assert "non-finite" in diverged["message"].item()
+
+
+def test_a_task_that_kills_its_worker_is_recorded_as_failed(scheduler, tmp_path):
+    grid = {"problem": "failing_quadratic", "solver": "gd", "lr": 0.1, "seed": [0, 1, 2], "steps": 10,
+            "params": {"dim": 3, "kill_seed": 1}}
+    summary = sweep(grid, tmp_path, scheduler=scheduler, progress=False)
+    merged = load_sweep(tmp_path)
+    assert merged["status"].values.tolist() == ["completed", "failed", "completed"]
+    assert "KilledWorker" in merged["message"].sel(seed=1).item()
+    assert summary.count("completed") == 2
 
 
 def test_resume_reruns_exactly_the_missing_members(scheduler, tmp_path):

@@ -273,6 +273,16 @@ def _finished_record(path: Path, digest: str) -> dict[str, Any] | None:
             "n_grad_evals": int(attrs["n_grad_evals"]), "worker": None}
 
 
+def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
+    """Records of the members an earlier sweep into ``out`` finished (status, worker, …), by hash."""
+    try:
+        members = json.loads((out / MANIFEST).read_text())["members"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {digest: {key: value for key, value in record.items() if key not in ("config", "file")}
+            for digest, record in members.items() if record.get("status") not in ("pending", "failed")}
+
+
 def _write_manifest(out: Path, plan: SweepPlan, records: Mapping[str, dict[str, Any]]) -> None:
     members = {digest: {"config": config, "file": f"{MEMBERS}/{digest}.nc", **records[digest]}
                for digest, config in plan.members.items()}
@@ -320,16 +330,19 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
                                       or torch_threads < 1):
         raise ConfigError(f"torch_threads must be an integer >= 1, got {torch_threads!r}")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("workers sizes the local cluster; it cannot be given with a scheduler address")
     distributed = _import_distributed()
     out = _prepare_out(out)
 
+    previous = _previous_records(out)
     records = {digest: {"status": "pending", "message": None, "wall_time_s": None, "worker": None}
                for digest in plan.members}
     skipped = []
     for digest in plan.members:
         finished = _finished_record(member_path(out, digest), digest)
         if finished is not None:
-            records[digest] = finished
+            records[digest] = {**finished, **previous.get(digest, {})}
             skipped.append(digest)
     _write_manifest(out, plan, records)
     todo = [digest for digest in plan.members if digest not in skipped]

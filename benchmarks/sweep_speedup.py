@@ -57,7 +57,7 @@ def main() -> None:
     serial, warm, member_times = [], [], []
     with tempfile.TemporaryDirectory() as out:
         end_to_end, _ = timed_sweep(os.path.join(out, "end_to_end"), workers=args.workers)
-        cluster = start_local_cluster(args.workers, dashboard=False)
+        cluster = start_local_cluster(args.workers)
         try:
             # Serial loop and sweep alternate, so a change in the machine's load hits both alike.
             for repeat in range(args.repeats):

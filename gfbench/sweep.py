@@ -32,7 +32,7 @@ import time as wallclock
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,8 @@ def _import_distributed():
 
 def _values(name: str, given: Any) -> tuple:
     """A grid axis as a tuple of distinct values; a scalar is a one-value axis."""
-    values = tuple(given) if isinstance(given, (list, tuple)) else (given,)
+    values = (given,) if isinstance(given, (str, bytes)) or not isinstance(given, Iterable) else tuple(given)
+    values = tuple(value.item() if isinstance(value, np.generic) else value for value in values)  # JSON-able
     if not values:
         raise ConfigError(f"sweep axis {name!r} has no values")
     if len(set(values)) != len(values):
@@ -154,6 +155,9 @@ def plan_sweep(grid: Grid | Mapping[str, Any], *, save_params: bool = False, dev
                dtype: str = "float64") -> SweepPlan:
     """Resolve and check every member of ``grid`` (ConfigError on any bad value) without running any."""
     grid = Grid.from_mapping(grid)
+    for name in ("params", "solver_options"):
+        if not isinstance(getattr(grid, name), Mapping):
+            raise ConfigError(f"sweep {name} must map names to values, got {getattr(grid, name)!r}")
     problem_classes = [_lookup("problem", name, problems()) for name in _values("problem", grid.problem)]
     solver_classes = [_lookup("solver", name, solvers()) for name in _values("solver", grid.solver)]
     param_axes = {name: _typed_axis("problem", name, values, problem_classes) for name, values in grid.params.items()}
@@ -230,15 +234,24 @@ def _worker_name() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _dashboard_can_render() -> bool:
+    """Whether the scheduler's process has bokeh, without which its dashboard pages are empty."""
+    import importlib.util
+    return importlib.util.find_spec("bokeh") is not None
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def start_local_cluster(workers: int | None = None, *, dashboard: bool = True):
-    """A LocalCluster of ``workers`` single-threaded worker processes (default: one per usable core)."""
+def start_local_cluster(workers: int | None = None):
+    """A LocalCluster of ``workers`` single-threaded worker processes (default: one per usable core).
+
+    Its dashboard (when bokeh is installed) listens on a free port, so clusters never collide.
+    """
     distributed = _import_distributed()
     return distributed.LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1, processes=True,
-                                    dashboard_address=":0" if dashboard else None)
+                                    dashboard_address=":0")
 
 
 @dataclass(frozen=True)
@@ -355,7 +368,7 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     if scheduler is None:
         workers = workers or usable_cores()
         torch_threads = torch_threads or max(1, usable_cores() // workers)
-        cluster = start_local_cluster(workers, dashboard=progress)
+        cluster = start_local_cluster(workers)
     executed = []
     try:
         try:
@@ -363,8 +376,8 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
         except (OSError, TimeoutError, ValueError) as error:
             raise ConfigError(f"cannot connect to the dask scheduler {scheduler!r}: {error}") from None
         with client:
-            dashboard = client.scheduler_info().get("services", {}).get("dashboard")
-            if progress and dashboard:
+            if progress and "dashboard" in client.scheduler_info().get("services", {}) \
+                    and client.run_on_scheduler(_dashboard_can_render):
                 print(f"dask dashboard: {client.dashboard_link}")
             futures = {client.submit(run_member, plan.members[digest], torch_threads, pure=False): digest
                        for digest in todo}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def scheduler(plugin_path):
     import distributed  # noqa: F401  (its config defaults must be loaded before the override below)
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = start_local_cluster(2, dashboard=False)
+        cluster = start_local_cluster(2)
     try:
         yield cluster.scheduler_address
     finally:
@@ -201,6 +202,29 @@ def test_missing_dask_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"gfbench\[sweep\]"):
         sweep({"problem": "quadratic", "solver": "gd", "steps": 5}, tmp_path / "out")
+
+
+def test_ctrl_c_keeps_finished_members_and_the_rerun_resumes(scheduler, tmp_path):
+    argv = [sys.executable, "-m", "gfbench.cli", "sweep", "--problem", "deep_linear", "--solver", "gd",
+            "--steps", "2000", "--seed", "0,1,2,3,4,5,6,7", "--scheduler", scheduler, "--out", str(tmp_path), "--quiet"]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "members").glob("*.nc"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stderr = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "re-run the same command to resume" in stderr
+    finished = sorted(path.stem for path in (tmp_path / "members").iterdir())
+    assert 2 <= len(finished) < 8  # interrupted midway; no temporary files are left behind
+    records = json.loads((tmp_path / MANIFEST).read_text())["members"]
+    assert sorted(d for d, r in records.items() if r["status"] == "completed") == finished
+    assert all(gfbench.load(member_path(tmp_path, digest)).attrs["status"] == "completed" for digest in finished)
+    resumed = sweep({"problem": "deep_linear", "solver": "gd", "steps": 2000, "seed": list(range(8))}, tmp_path,
+                    scheduler=scheduler, progress=False)
+    assert sorted(resumed.skipped) == finished and len(resumed.executed) == 8 - len(finished)
 
 
 def _free_port() -> int:

@@ -68,9 +68,9 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--save-params", action="store_true", help="also record theta at every record point")
     sweep.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     sweep.add_argument("--dtype", default="float64", help="float64 or float32 (default float64)")
-    sweep.add_argument("--out", required=True, help="output folder")
-    sweep.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://host:8786 "
-                                           "(default: start a local cluster)")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     sweep.add_argument("--workers", type=int, help="local cluster worker processes (default: one per core)")
     sweep.add_argument("--torch-threads", type=int,
                        help="torch threads per task (default: cores // workers locally)")

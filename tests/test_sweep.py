@@ -93,8 +93,11 @@ GRID = {"problem": "quadratic", "solver": ["gd", "gf"], "lr": [0.1, 0.05], "seed
 def test_merged_sweep_equals_individual_runs(scheduler, tmp_path):
     summary = sweep(GRID, tmp_path, scheduler=scheduler, progress=False)
     assert len(summary.executed) == 8 and summary.count("completed") == 8
+    for digest in summary.executed:
+        gfbench.validate_dataset(gfbench.load(member_path(tmp_path, digest)))
     merged = load_sweep(tmp_path)
-    assert dict(merged.sizes) == {"solver": 2, "lr": 2, "seed": 2, "time": 41 + 20}  # t = 0.05·k adds 20 odd points in [0, 2]
+    # Times t = 0.1·k (k ≤ 40) and t = 0.05·k (k ≤ 40): the second adds the 20 odd multiples of 0.05 in [0, 2].
+    assert dict(merged.sizes) == {"solver": 2, "lr": 2, "seed": 2, "time": 41 + 20}
     assert merged["problem"].item() == "quadratic" and merged["dim"].item() == 4
 
     problem = gfbench.get_problem("quadratic", dim=4)

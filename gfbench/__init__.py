@@ -20,6 +20,5 @@ from .sweep import Grid, load_sweep, sweep
 from .solver import Integration, Solver, SolverFailure
 
 __all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "sweep", "load_sweep", "Grid",
-           "validate_dataset", "problems",
-           "solvers", "Problem", "Solver", "Integration", "SolverFailure", "Param", "Bounds", "ConfigError",
-           "Recorder", "RecordPoint", "Variable", "Diagnostic"]
+           "validate_dataset", "problems", "solvers", "Problem", "Solver", "Integration", "SolverFailure", "Param",
+           "Bounds", "ConfigError", "Recorder", "RecordPoint", "Variable", "Diagnostic"]

@@ -5,7 +5,8 @@ a ``distributed.LocalCluster`` of single-threaded worker *processes*, one per co
 torch intra-op thread: the run loop is a Python loop over many small kernels (GD's update, the
 adaptive stepper of torchdiffeq) that holds the GIL between kernels, so thread workers would
 serialise on it, and torch's own intra-op threads in every worker would oversubscribe the cores.
-Any running scheduler can be used instead (``scheduler="tcp://host:port"``).
+Any running scheduler can be used instead (``scheduler="tcp://host:port"``); start its workers the
+same way, ``dask worker ADDRESS --nworkers N --nthreads 1``.
 
 Output folder layout::
 

@@ -373,7 +373,10 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     executed = []
     try:
         try:
-            client = distributed.Client(cluster if cluster is not None else scheduler, timeout="10s")
+            # Not the default dask scheduler: xarray would then guard every netCDF write on this machine
+            # with a lock held through the scheduler, which a Ctrl-C inside a write can leave held forever.
+            client = distributed.Client(cluster if cluster is not None else scheduler, timeout="10s",
+                                        set_as_default=False)
         except (OSError, TimeoutError, ValueError) as error:
             raise ConfigError(f"cannot connect to the dask scheduler {scheduler!r}: {error}") from None
         with client:
@@ -385,7 +388,7 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
             bar = tqdm(total=len(plan.members), initial=len(skipped), disable=not progress, unit="member",
                        desc="sweep")
             try:
-                for future in distributed.as_completed(futures):
+                for future in distributed.as_completed(futures, loop=client.loop):
                     digest = futures[future]
                     try:
                         record, ds = future.result()

@@ -5,20 +5,24 @@ registered problems with registered solvers on one time axis t = k·η and recor
 trajectories as xarray datasets (netCDF files).
 
 Public API: ``get_problem``, ``get_solver``, ``run``, ``save``, ``load``, ``sweep``, ``load_sweep``
-(sweeps need the ``sweep`` extra, dask.distributed, imported only when a sweep runs), ``problems``,
-``solvers``, the ``Problem``/``Solver`` base classes and ``Param`` for plugins.
+(sweeps need the ``sweep`` extra, dask.distributed, imported only when a sweep runs),
+``available_problems``, ``available_solvers``, the ``Problem``/``Solver`` base classes and ``Param``
+for plugins.
 """
 __version__ = "0.1.0"
 
+from .compare import compare
 from .dataset import load, save, validate_dataset
 from .params import Bounds, ConfigError, Param
+from .plot import plot
 from .problem import Problem
 from .recording import Diagnostic, Recorder, RecordPoint, Variable
-from .registry import get_problem, get_solver, problems, solvers
+from .registry import available_problems, available_solvers, get_problem, get_solver
 from .run import run
 from .sweep import Grid, load_sweep, sweep
 from .solver import Integration, Solver, SolverFailure
 
-__all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "sweep", "load_sweep", "Grid",
-           "validate_dataset", "problems", "solvers", "Problem", "Solver", "Integration", "SolverFailure", "Param",
-           "Bounds", "ConfigError", "Recorder", "RecordPoint", "Variable", "Diagnostic"]
+__all__ = ["__version__", "get_problem", "get_solver", "run", "save", "load", "validate_dataset", "sweep",
+           "load_sweep", "Grid", "compare", "plot", "available_problems", "available_solvers", "Problem",
+           "Solver", "Integration", "SolverFailure", "Param", "Bounds", "ConfigError", "Recorder",
+           "RecordPoint", "Variable", "Diagnostic"]

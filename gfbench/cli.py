@@ -1,4 +1,4 @@
-"""Command line: ``gfbench run | sweep | list | info``.
+"""Command line: ``gfbench run | reproduce | sweep | list | info | compare | plot | bound``.
 
 Exit codes: 0 completed, 2 bad input (one-line message, nothing computed or written),
 3 diverged, 4 solver failed (the recorded prefix is written in both cases), 130 interrupted.
@@ -44,6 +44,11 @@ def _add_run_parser(commands) -> None:
                      help="solver option (repeatable)")
     run.add_argument("--record-every", type=int, default=1, help="record every r steps (default 1)")
     run.add_argument("--save-params", action="store_true", help="also record theta at every record point")
+    run.add_argument("--curvature-every", type=int, metavar="K",
+                     help="record Hessian lambda_min/lambda_max at every K-th record point and the last")
+    run.add_argument("--curvature-k", type=int, default=1, help="extreme eigenvalues per end (default 1)")
+    run.add_argument("--curvature-tol", type=float, default=1e-6,
+                     help="Lanczos residual tolerance relative to ||H|| (default 1e-6)")
     run.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     run.add_argument("--dtype", default="float64", help="float64 or float32 (default float64)")
     run.add_argument("--out", help="output file (default runs/<problem>-<solver>-<timestamp>.nc)")
@@ -85,7 +90,46 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list problems and solvers with their parameters")
     info = commands.add_parser("info", help="print a dataset's attributes and variables")
     info.add_argument("path")
+    compare = commands.add_parser("compare", help="distances between runs of one problem and initial point",
+                                  description="Align runs on their shared times and print (and write) each run's "
+                                              "distance from the reference run.")
+    compare.add_argument("paths", nargs="+", metavar="PATH", help="datasets recorded with --save-params")
+    compare.add_argument("--ref", help="the reference dataset (default: the first PATH)")
+    compare.add_argument("--out", help="also write the comparison as netCDF here")
+    plot = commands.add_parser("plot", help="plot a variable against time as a PNG")
+    plot.add_argument("paths", nargs="+", metavar="PATH", help="run or comparison datasets")
+    plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
+    plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
+    reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
+    reproduce.add_argument("--net", default="linear_fc,relu_fc,cnn", help="comma list of problems")
+    reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
+    reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
+    reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
+    reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
+    reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                           help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    bound = commands.add_parser("bound", help="evaluate EC21's bounds on a gradient flow dataset with curvature",
+                                description="Theorem 3's step-size bound eta*(t, eps) from a gf dataset recorded "
+                                            "with --curvature-every; Corollary 1 where the problem has global "
+                                            "curvature constants; Theorem 2's bound for a GD run (--gd).")
+    bound.add_argument("path", help="gradient flow dataset recorded with --curvature-every")
+    bound.add_argument("--eps", type=float, required=True, help="tolerance eps on ||theta_k - theta(k lr)||")
+    bound.add_argument("--t-tilde", type=float, help="horizon t~ (default: the last curvature evaluation)")
+    bound.add_argument("--gd", metavar="PATH",
+                       help="GD dataset (same problem and seed, --save-params, record every 1) for Theorem 2")
     return parser
+
+
+def _comma_list(text: str, convert, flag: str) -> list:
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise _UsageError(f"{flag} expects a comma list, got {text!r}") from None
 
 
 def _default_out(problem: str, solver: str) -> Path:
@@ -105,12 +149,15 @@ def cmd_run(args) -> int:
     solver = gfbench.get_solver(args.solver, **parse_assignments(args.solver_option, "--solver-option"))
     lr = problem.default_lr if args.lr is None else args.lr
     steps = problem.default_steps if args.steps is None else args.steps
+    curvature = dict(curvature_every=args.curvature_every, curvature_k=args.curvature_k,
+                     curvature_tol=args.curvature_tol)
     check_run_config(problem, solver, lr=lr, steps=steps, seed=args.seed, record_every=args.record_every,
-                     save_params=args.save_params, device=args.device, dtype=args.dtype)
+                     save_params=args.save_params, device=args.device, dtype=args.dtype, **curvature)
     out = check_writable(args.out) if args.out else _default_out(problem.name, solver.name)
 
     ds = gfbench.run(problem, solver, lr=lr, steps=steps, seed=args.seed, record_every=args.record_every,
-                     save_params=args.save_params, device=args.device, dtype=args.dtype, progress=not args.quiet)
+                     save_params=args.save_params, device=args.device, dtype=args.dtype, progress=not args.quiet,
+                     **curvature)
     gfbench.save(ds, out)
     status = ds.attrs["status"]
     if not args.quiet:
@@ -174,9 +221,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from gfbench.registry import problems, solvers
+    from gfbench.registry import available_problems, available_solvers
 
-    for title, table in (("problems", problems()), ("solvers", solvers())):
+    for title, table in (("problems", available_problems()), ("solvers", available_solvers())):
         print(f"{title}:")
         for name, cls in table.items():
             summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -203,7 +250,95 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "info": cmd_info}
+def cmd_compare(args) -> int:
+    import gfbench
+    from gfbench.compare import summary_table
+    from gfbench.dataset import check_writable
+
+    out = check_writable(args.out) if args.out else None
+    ref = args.ref or args.paths[0]
+    runs = [path for path in args.paths if path != ref]
+    comparison = gfbench.compare(runs, ref=ref)
+    print(summary_table(comparison))
+    if out:
+        gfbench.save(comparison, out)
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    import gfbench
+    from gfbench.dataset import check_writable
+    from gfbench.plot import save_figure
+
+    datasets = [gfbench.load(path) for path in args.paths]
+    var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
+    out = Path(args.out) if args.out else Path(args.paths[0]).with_name(f"{Path(args.paths[0]).stem}-{var}.png")
+    check_writable(out)
+    save_figure(gfbench.plot(datasets, var, logy=args.logy), out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_reproduce(args) -> int:
+    from gfbench.params import parse_assignments
+    from gfbench.reproduce import reproduce_fig1
+
+    result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
+                            ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
+                            lr=args.lr, params=parse_assignments(args.param, "--param"), device=args.device,
+                            progress=not args.quiet)
+    print(result.summary)
+    print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
+    return EXIT_OK
+
+
+def cmd_bound(args) -> int:
+    import numpy as np
+
+    import gfbench
+    from gfbench import theory
+
+    ds = gfbench.load(args.path)
+    ds_gd = gfbench.load(args.gd) if args.gd else None
+    bound3 = theory.theorem3_step_bound(ds, args.eps)
+    if args.t_tilde is None:
+        t_tilde = float(bound3.time[-1])
+    elif not (np.isfinite(args.t_tilde) and float(bound3.time[0]) <= args.t_tilde <= float(bound3.time[-1])):
+        raise gfbench.ConfigError(f"--t-tilde must lie in [{float(bound3.time[0]):g}, {float(bound3.time[-1]):g}] "
+                                  f"(the recorded curvature), got {args.t_tilde!r}")
+    else:
+        t_tilde = args.t_tilde
+    bound2 = theory.theorem2_bound(ds, ds_gd) if ds_gd is not None else None
+    at = bound3.sel(time=t_tilde, method="pad")
+    mu = ds.curvature_integral.sel(time=float(at.time), method="nearest")
+    print(f"{args.path}: {ds.attrs['title']}")
+    print(f"Theorem 3 (Eq. 7), eps={args.eps:g}, t~={float(at.time):g}: eta* = {float(at.eta_star):.6g}")
+    print(f"  beta = {float(at.beta):.6g}, gamma = {float(at.gamma):.6g}, mu(t~) = {float(mu):.6g} "
+          f"({bound3.attrs['estimate']})")
+    print(f"  run lr = {ds.attrs['lr']:g}: {'below' if ds.attrs['lr'] < float(at.eta_star) else 'not below'} eta*")
+    curvature = theory.problem_of(ds).global_curvature()
+    if curvature is not None:
+        eta, regime = theory.corollary1_step_bound(curvature, float(ds.loss[0]), args.eps, float(at.time))
+        caveat = "" if curvature.nonnegative else " (f is not non-negative here: the corollary's assumption fails)"
+        print(f"Corollary 1, global beta = {curvature.beta:g}, m = {curvature.m:g}, {regime}: eta < {eta:.6g}{caveat}")
+    if bound2 is not None:
+        print(f"Theorem 2 (Eq. 4) for {args.gd}: bound at t={float(bound2.time[-1]):g} is "
+              f"{float(bound2.theorem2_bound[-1]):.6g}")
+        if "gd_gf_distance" in bound2:
+            holds = bool(np.all(bound2.theorem2_bound.values >= bound2.gd_gf_distance.values))
+            print(f"  measured ||theta_k - theta(k lr)|| max {float(bound2.gd_gf_distance.max()):.6g}; bound holds at "
+                  f"every t: {'yes' if holds else 'NO'}; tightness bound/measured in "
+                  f"[{float(bound2.tightness.min()):.4g}, {float(bound2.tightness.max()):.4g}]")
+    for name in ("lemma2_bound", "prop2_bound"):
+        if name in ds and np.isfinite(ds[name].values).any():
+            margin = ds.hessian_min_eig - ds[name]
+            print(f"{name}: min over evaluated points of lambda_min - bound = {float(margin.min()):.6g}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "list": cmd_list, "info": cmd_info,
+            "compare": cmd_compare, "plot": cmd_plot, "bound": cmd_bound}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

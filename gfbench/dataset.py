@@ -73,21 +73,26 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` as netCDF4, atomically: a temporary file in the same folder, then a rename.
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
-    An interrupted write never leaves a truncated file at ``path``.
+    An interrupted or failed write never leaves a truncated file at ``path``.
     """
     path = check_writable(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` as netCDF4, atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:

@@ -10,11 +10,13 @@ class GradientField:
     Every gradient of a run goes through one GradientField, so ``n_evals`` is the run's whole
     gradient cost (solver and recording together). The last evaluation is kept: asking again for
     the same tensor object (GD records θ_k and then steps from it) costs nothing and counts once.
+    Hessian-vector products are counted apart in ``n_hvp`` (a dense Hessian counts d of them).
     """
 
     def __init__(self, problem) -> None:
         self.problem = problem
         self.n_evals = 0
+        self.n_hvp = 0
         self._theta: torch.Tensor | None = None
         self._loss: torch.Tensor | None = None
         self._grad: torch.Tensor | None = None
@@ -34,3 +36,28 @@ class GradientField:
     def gradient(self, theta: torch.Tensor) -> torch.Tensor:
         """∇f(θ)."""
         return self.loss_and_grad(theta)[1]
+
+    def hvp(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """∇²f(θ) v, detached, by double backward: the gradient of ∇f(θ)·v with respect to θ.
+
+        Costs about two gradient evaluations (the gradient with its graph, then its backward);
+        counted as one in ``n_hvp``, not in ``n_evals``.
+        """
+        from .curvature.hessian import HessianOperator  # lazy: gfbench.curvature imports this module
+
+        self.n_hvp += 1
+        return HessianOperator(self.problem, theta).matvec(v.detach())
+
+    def hessian(self, theta: torch.Tensor) -> torch.Tensor:
+        """The dense Hessian ∇²f(θ) (d × d, symmetrised), as d batched Hessian-vector products.
+
+        Memory O(d²); counted as d in ``n_hvp``. Meant for small d only.
+        """
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.problem.loss(leaf), leaf, create_graph=True)
+            basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+            (rows,) = torch.autograd.grad(grad, leaf, grad_outputs=basis, is_grads_batched=True)
+        self.n_hvp += theta.numel()
+        # Row i is H e_i; averaging with the transpose removes the round-off asymmetry eigh ignores.
+        return (0.5 * (rows + rows.T)).detach()

@@ -9,6 +9,8 @@ equal), while only O(d) state is held.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -16,7 +18,7 @@ from torchdiffeq._impl.misc import _check_inputs
 from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
 
 from .params import AT_LEAST_ONE, POSITIVE, Param
-from .solver import Integration, SolverFailure
+from .solver import Integration, Solver, SolverFailure
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 
@@ -43,6 +45,11 @@ def flow_options(options: dict, dtype: torch.dtype) -> dict:
     return resolved
 
 
+class FlowUndefined(ArithmeticError):
+    """Raised by a right-hand side where the flow has no real value (e.g. the principal flow when
+    some η·λ_i ≥ 1). The integration turns it into a SolverFailure at the time of the evaluation."""
+
+
 class _CountedRHS:
     """The torchdiffeq right-hand side, with the step callbacks that count and police steps."""
 
@@ -58,7 +65,10 @@ class _CountedRHS:
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        return self.rhs(y)
+        try:
+            return self.rhs(y)
+        except FlowUndefined as error:
+            raise SolverFailure(f"{error} (at t={float(t):.6g})", float(t)) from None
 
     def callback_step(self, t0, y0, dt) -> None:
         t0, dt = float(t0), float(dt)
@@ -99,13 +109,18 @@ class FlowIntegration(Integration):
         _, func, y0, t0, rtol, atol, method, solver_options, _, _ = _check_inputs(
             self.func, y0, t0, options["rtol"], options["atol"], options["method"], {}, None, TORCHDIFFEQ_SOLVERS)
         self.solver = TORCHDIFFEQ_SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **solver_options)
-        self.solver._before_integrate(t0)
+        # The solver's first evaluations (initial step selection) wait for the first advance, where a
+        # SolverFailure raised by the right-hand side reaches the run loop as a status.
+        self._start_grid: torch.Tensor | None = t0
 
     def advance_to(self, step: int) -> torch.Tensor:
         if step == self.step:
             return self.theta
         t_next = torch.tensor(step * self.lr, dtype=torch.float64, device=self.theta.device)
         self.func.steps_this_interval = 0
+        if self._start_grid is not None:
+            self.solver._before_integrate(self._start_grid)
+            self._start_grid = None
         try:
             y = self.solver._advance(t_next)
         except AssertionError as error:  # torchdiffeq's own checks (underflow, non-finite state)
@@ -116,4 +131,37 @@ class FlowIntegration(Integration):
         return self.theta
 
     def stats(self) -> dict:
-        return {"nfe": self.func.nfe, "n_steps_accepted": self.func.accepted, "n_steps_rejected": self.func.rejected}
+        return {"nfe": self.func.nfe, "n_steps_accepted": self.func.accepted, "n_steps_rejected": self.func.rejected,
+                "n_hvp": self.field.n_hvp}
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What a continuous solver integrates: dy/dt = ``rhs(y)`` from ``y0`` (θ0 when None), with
+    θ = ``to_theta(y)`` (y itself when None) reported at the record times."""
+
+    rhs: Callable[[torch.Tensor], torch.Tensor]
+    y0: torch.Tensor | None = None
+    to_theta: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+class FlowSolver(Solver):
+    """A solver that is a flow integrated by :class:`FlowIntegration` under FLOW_PARAMETERS.
+
+    A subclass implements ``flow(field, theta0, lr)``; it may add parameters after
+    FLOW_PARAMETERS. The dataset records ``nfe``, accepted/rejected steps and ``n_hvp``.
+    """
+
+    parameters = FLOW_PARAMETERS
+
+    @abstractmethod
+    def flow(self, field, theta0: torch.Tensor, lr: float) -> Flow:
+        ...
+
+    def effective_options(self, dtype):
+        return flow_options(self.options, dtype)
+
+    def start(self, field, theta0, lr) -> FlowIntegration:
+        flow = self.flow(field, theta0, lr)
+        return FlowIntegration(field, theta0, lr, rhs=flow.rhs, y0=flow.y0, to_theta=flow.to_theta,
+                               options=flow_options(self.options, theta0.dtype))

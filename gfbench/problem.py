@@ -1,13 +1,25 @@
 """The Problem contract: an objective f on a flat parameter vector θ ∈ R^d."""
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 
 from .params import Configurable
 from .recording import Recorder
+
+
+@dataclass(frozen=True)
+class GlobalCurvature:
+    """Global curvature constants of f: ``beta`` = sup_q ‖∇²f(q)‖ (smoothness),
+    ``m`` = −inf_q λmin(∇²f(q)), and ``nonnegative`` whether f ≥ 0 everywhere (EC21 Corollary 1 assumes it)."""
+
+    beta: float
+    m: float
+    nonnegative: bool
 
 
 class Problem(Configurable):
@@ -22,8 +34,10 @@ class Problem(Configurable):
     - ``sample_init(generator)``: θ0 as a float64 CPU tensor of shape (d,);
     - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
 
-    ``recorders()`` may return problem-specific diagnostics recorded along every trajectory.
-    Tensors and modules held as attributes follow ``to(device, dtype)``.
+    ``recorders()`` may return problem-specific diagnostics recorded along every trajectory,
+    ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
+    closed-form curvature constants.
+    Tensors and modules held as attributes are converted by ``to(device, dtype)``.
     """
 
     kind: ClassVar[str] = "problem"
@@ -64,14 +78,29 @@ class Problem(Configurable):
     def recorders(self) -> Sequence[Recorder]:
         return ()
 
+    def curvature_recorders(self) -> Sequence[Recorder]:
+        """Recorders added when a run records curvature, e.g. theoretical lower bounds on λmin."""
+        return ()
+
+    def global_curvature(self) -> GlobalCurvature | None:
+        """β ≥ ‖∇²f(q)‖ and m ≥ −λmin(∇²f(q)) for all q, when known in closed form (EC21 Corollary 1)."""
+        return None
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Problem":
-        """Move the problem's floating tensors and modules in place (like ``nn.Module.to``); returns self."""
+        """This problem on ``device`` in ``dtype``: self when nothing changes, else a converted copy.
+
+        The original is left as it is, so a problem built in float64 keeps its exact data however
+        often it is run in float32.
+        """
         device = self.device if device is None else torch.device(device)
         dtype = self.dtype if dtype is None else dtype
+        if device == self.device and dtype == self.dtype:
+            return self
+        moved = copy.copy(self)
         for key, value in vars(self).items():
             if isinstance(value, torch.Tensor):
-                setattr(self, key, value.to(device, dtype) if value.is_floating_point() else value.to(device))
+                setattr(moved, key, value.to(device, dtype) if value.is_floating_point() else value.to(device))
             elif isinstance(value, torch.nn.Module):
-                value.to(device, dtype)
-        self.device, self.dtype = device, dtype
-        return self
+                setattr(moved, key, copy.deepcopy(value).to(device, dtype))
+        moved.device, moved.dtype = device, dtype
+        return moved

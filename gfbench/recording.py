@@ -108,8 +108,8 @@ class TrajectoryRecorder(Recorder):
     def variables(self) -> Sequence[Variable]:
         core = [
             Variable("loss", "training loss f(theta)", "1"),
-            Variable("grad_norm", "Euclidean norm of the loss gradient ||grad f(theta)||", "1"),
-            Variable("distance_from_init", "Euclidean distance from the initial point ||theta - theta0||", "1"),
+            Variable("grad_norm", "gradient norm ||grad f(theta)||", "1"),
+            Variable("distance_from_init", "distance from init ||theta - theta0||", "1"),
         ]
         if self.save_params:
             core.append(Variable("theta", "parameter vector theta", "1", ("param",), (self.dim,)))

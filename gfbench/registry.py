@@ -29,13 +29,13 @@ def _plugins(group: str, base: type) -> dict[str, type]:
     return found
 
 
-def problems() -> dict[str, type[Problem]]:
+def available_problems() -> dict[str, type[Problem]]:
     """Every available problem class by name (built-ins first, then plugins)."""
     from gfbench.problems import PROBLEMS
     return {**PROBLEMS, **_plugins(PROBLEM_GROUP, Problem)}
 
 
-def solvers() -> dict[str, type[Solver]]:
+def available_solvers() -> dict[str, type[Solver]]:
     """Every available solver class by name (built-ins first, then plugins)."""
     from gfbench.solvers import SOLVERS
     return {**SOLVERS, **_plugins(SOLVER_GROUP, Solver)}
@@ -53,9 +53,9 @@ def get_problem(name: str, **params: Any) -> Problem:
 
     Raises ConfigError (a ValueError) for an unknown name or a bad parameter.
     """
-    return _lookup("problem", name, problems())(**params)
+    return _lookup("problem", name, available_problems())(**params)
 
 
 def get_solver(name: str, **options: Any) -> Solver:
     """The solver registered as ``name`` with ``options`` (defaults filled, values checked)."""
-    return _lookup("solver", name, solvers())(**options)
+    return _lookup("solver", name, available_solvers())(**options)

@@ -13,6 +13,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import __version__
+from .curvature import DEFAULT_TOL as DEFAULT_CURVATURE_TOL
+from .curvature import CurvatureRecorder, check_curvature_options
 from .dataset import CONVENTIONS, SCHEMA_VERSION, encode_attrs
 from .field import GradientField
 from .params import ConfigError
@@ -37,6 +39,9 @@ class RunConfig:
     save_params: bool
     device: torch.device
     dtype: torch.dtype
+    curvature_every: int | None = None
+    curvature_k: int = 1
+    curvature_tol: float = DEFAULT_CURVATURE_TOL
 
     @property
     def record_steps(self) -> np.ndarray:
@@ -75,7 +80,8 @@ def _integer(name: str, value: Any, minimum: int) -> int:
 
 
 def check_run_config(problem, solver, *, lr, steps, seed=0, record_every=1, save_params=False,
-                     device="cpu", dtype=torch.float64) -> RunConfig:
+                     device="cpu", dtype=torch.float64, curvature_every=None, curvature_k=1,
+                     curvature_tol=DEFAULT_CURVATURE_TOL) -> RunConfig:
     """Validate every run input once, before any computation; raise ConfigError naming the bad value."""
     if isinstance(problem, str):
         problem = get_problem(problem)
@@ -85,19 +91,23 @@ def check_run_config(problem, solver, *, lr, steps, seed=0, record_every=1, save
         solver = get_solver(solver)
     elif not isinstance(solver, Solver):
         raise ConfigError(f"solver must be a name or a Solver, got {solver!r}")
+    solver.check_problem(problem)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
     if not isinstance(save_params, bool):
         raise ConfigError(f"save_params must be a bool, got {save_params!r}")
+    if curvature_every is not None:
+        check_curvature_options(problem.dim, curvature_every, curvature_k, curvature_tol)
     return RunConfig(problem, solver, float(lr), _integer("steps", steps, 1), _integer("seed", seed, 0),
                      _integer("record_every", record_every, 1), save_params, resolve_device(device),
-                     resolve_dtype(dtype))
+                     resolve_dtype(dtype), curvature_every, curvature_k, float(curvature_tol))
 
 
 def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, seed: int = 0,
         record_every: int = 1, save_params: bool = False, device: str | torch.device = "cpu",
         dtype: torch.dtype | str = torch.float64, progress: bool = True,
-        recorders: Sequence[Recorder] = ()) -> xr.Dataset:
+        recorders: Sequence[Recorder] = (), curvature_every: int | None = None, curvature_k: int = 1,
+        curvature_tol: float = DEFAULT_CURVATURE_TOL) -> xr.Dataset:
     """Run ``solver`` on ``problem`` from θ0 = problem.init(seed) up to t = steps · lr.
 
     The trajectory is recorded at steps 0, r, 2r, …, ``steps`` (r = ``record_every``) on the
@@ -108,10 +118,14 @@ def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, 
     Stops early, keeping the recorded prefix, when θ or the loss becomes non-finite
     (``status=diverged``) or the solver fails (``status=solver_failed``, ``message`` says why
     and at what time). ``recorders`` add variables beyond the schema's core and the problem's own.
+    ``curvature_every=K`` adds λmin/λmax of the Hessian at every K-th record point and the last
+    (``curvature_k`` extreme pairs at each end, Lanczos tolerance ``curvature_tol``; see
+    ``gfbench.curvature.CurvatureRecorder``) plus the problem's ``curvature_recorders()``.
     Returns the dataset (schema v1, see ``gfbench.dataset``).
     """
     config = check_run_config(problem, solver, lr=lr, steps=steps, seed=seed, record_every=record_every,
-                              save_params=save_params, device=device, dtype=dtype)
+                              save_params=save_params, device=device, dtype=dtype, curvature_every=curvature_every,
+                              curvature_k=curvature_k, curvature_tol=curvature_tol)
     problem, solver = config.problem.to(config.device, config.dtype), config.solver
     record_steps = config.record_steps
     times = record_steps * config.lr
@@ -119,8 +133,12 @@ def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, 
     started = wallclock.perf_counter()
     theta0 = problem.init(config.seed)
     field = GradientField(problem)
-    recording = Recording([TrajectoryRecorder(problem.dim, config.save_params), *problem.recorders(), *recorders],
-                          len(record_steps))
+    curvature = [] if config.curvature_every is None else [
+        CurvatureRecorder(problem.dim, config.lr, every=config.curvature_every, k=config.curvature_k,
+                          tol=config.curvature_tol, final_index=len(record_steps) - 1),
+        *problem.curvature_recorders()]
+    recording = Recording([TrajectoryRecorder(problem.dim, config.save_params), *problem.recorders(), *curvature,
+                           *recorders], len(record_steps))
     integration = solver.start(field, theta0, config.lr)
     status, message = "completed", None
     with torch.no_grad(), tqdm(total=config.steps, disable=not progress, delay=2.0, unit="step",

@@ -60,6 +60,10 @@ class Solver(Configurable):
     def start(self, field: GradientField, theta0: torch.Tensor, lr: float) -> Integration:
         ...
 
+    def check_problem(self, problem) -> None:
+        """Raise ConfigError if this solver cannot run on ``problem``; called by ``check_run_config``
+        before any computation. Every problem is accepted unless a solver says otherwise."""
+
     def effective_options(self, dtype: torch.dtype) -> dict[str, Any]:
         """Options as used for ``dtype`` (automatic defaults filled in), written to the dataset."""
         return dict(self.params)

@@ -42,7 +42,7 @@ import xarray as xr
 from . import __version__
 from .dataset import CONVENTIONS, encode_attrs, load, save
 from .params import ConfigError, UnknownNameError, suggest
-from .registry import _lookup, get_problem, get_solver, problems, solvers
+from .registry import _lookup, available_problems, available_solvers, get_problem, get_solver
 from .run import check_run_config, run
 
 MANIFEST = "sweep.json"
@@ -159,8 +159,8 @@ def plan_sweep(grid: Grid | Mapping[str, Any], *, save_params: bool = False, dev
     for name in ("params", "solver_options"):
         if not isinstance(getattr(grid, name), Mapping):
             raise ConfigError(f"sweep {name} must map names to values, got {getattr(grid, name)!r}")
-    problem_classes = [_lookup("problem", name, problems()) for name in _values("problem", grid.problem)]
-    solver_classes = [_lookup("solver", name, solvers()) for name in _values("solver", grid.solver)]
+    problem_classes = [_lookup("problem", name, available_problems()) for name in _values("problem", grid.problem)]
+    solver_classes = [_lookup("solver", name, available_solvers()) for name in _values("solver", grid.solver)]
     param_axes = {name: _typed_axis("problem", name, values, problem_classes) for name, values in grid.params.items()}
     option_axes = {name: _typed_axis("solver", name, values, solver_classes)
                    for name, values in grid.solver_options.items()}

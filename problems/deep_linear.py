@@ -6,6 +6,7 @@ import torch
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bounds, ConfigError, Param
 from gfbench.problem import Problem
 from gfbench.recording import Diagnostic, Variable
+from gfbench.theory import LambdaMinBounds
 
 
 class DeepLinear(Problem):
@@ -22,7 +23,8 @@ class DeepLinear(Problem):
     W_{n:1} = A and W_{j+1}ᵀ W_{j+1} = W_j W_jᵀ exactly. Proposition 3 asks for
     ‖W_{n:1}(0)‖_F ∈ (0, 0.2]. ``init=gaussian`` draws every entry N(0, init_std²).
 
-    Records ``balancedness`` = max_j ‖W_{j+1}ᵀ W_{j+1} − W_j W_jᵀ‖_F, conserved by gradient flow.
+    Records ``balancedness`` = max_j ‖W_{j+1}ᵀ W_{j+1} − W_j W_jᵀ‖_F, conserved by gradient flow,
+    and with curvature on EC21's lower bounds on λmin, ``lemma2_bound`` and ``prop2_bound``.
     """
 
     name = "deep_linear"
@@ -106,3 +108,7 @@ class DeepLinear(Problem):
     def recorders(self):
         variable = Variable("balancedness", "max_j ||W_{j+1}^T W_{j+1} - W_j W_j^T||_F", "1")
         return (Diagnostic(variable, self.balancedness),)
+
+    def curvature_recorders(self):
+        """``lemma2_bound`` and ``prop2_bound``: EC21's lower bounds on λmin (Eqs. 13, 14)."""
+        return (LambdaMinBounds(self),)

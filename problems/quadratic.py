@@ -1,10 +1,12 @@
 """The quadratic f(θ) = ½ (θ − θ*)ᵀ A (θ − θ*): the suite's analytic test bed."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
-from gfbench.problem import Problem
+from gfbench.problem import GlobalCurvature, Problem
 
 
 class Quadratic(Problem):
@@ -39,8 +41,7 @@ class Quadratic(Problem):
         q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
         q = q * torch.sign(torch.diagonal(r))
         if lo > 0:
-            self.eigenvalues = torch.logspace(torch.log10(torch.tensor(lo)), torch.log10(torch.tensor(hi)), d,
-                                              dtype=torch.float64)
+            self.eigenvalues = torch.logspace(math.log10(lo), math.log10(hi), d, dtype=torch.float64)
         else:
             self.eigenvalues = torch.linspace(lo, hi, d, dtype=torch.float64)
         self.eigenvectors = q
@@ -61,6 +62,11 @@ class Quadratic(Problem):
     def hessian(self) -> torch.Tensor:
         """A (d × d), the constant Hessian."""
         return self.matrix
+
+    def global_curvature(self) -> GlobalCurvature:
+        """β = max|λ(A)|, m = −λmin(A); f ≥ 0 iff A is positive semidefinite."""
+        lo, hi = float(self.eigenvalues.min()), float(self.eigenvalues.max())
+        return GlobalCurvature(beta=max(abs(lo), abs(hi)), m=-lo, nonnegative=lo >= 0)
 
     def minimizer(self) -> torch.Tensor:
         """θ* (the unique stationary point; a saddle when lambda_min < 0)."""

@@ -2,7 +2,10 @@
 ``gfbench.solvers`` entry-point group."""
 from .gd import GD
 from .gf import GF
+from .igr import IGR
+from .principal import Principal
+from .second_order import SecondOrder
 
-SOLVERS = {cls.name: cls for cls in (GD, GF)}
+SOLVERS = {cls.name: cls for cls in (GD, GF, IGR, SecondOrder, Principal)}
 
-__all__ = ["SOLVERS", "GD", "GF"]
+__all__ = ["SOLVERS", "GD", "GF", "IGR", "SecondOrder", "Principal"]

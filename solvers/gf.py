@@ -1,11 +1,10 @@
 """Gradient flow, integrated to tolerance by an adaptive Runge–Kutta method."""
 from __future__ import annotations
 
-from gfbench.ode import FLOW_PARAMETERS, FlowIntegration, flow_options
-from gfbench.solver import Solver
+from gfbench.ode import Flow, FlowSolver
 
 
-class GF(Solver):
+class GF(FlowSolver):
     """Gradient flow dθ/dt = −∇f(θ) (EC21 Eq. 5), solved by torchdiffeq's adaptive methods.
 
     Reported at t = kη on the GD grid, so ``ds_gd.theta - ds_gf.theta`` is ‖θ_k − θ(kη)‖.
@@ -14,11 +13,6 @@ class GF(Solver):
     """
 
     name = "gf"
-    parameters = FLOW_PARAMETERS
 
-    def effective_options(self, dtype):
-        return flow_options(self.options, dtype)
-
-    def start(self, field, theta0, lr) -> FlowIntegration:
-        options = flow_options(self.options, theta0.dtype)
-        return FlowIntegration(field, theta0, lr, rhs=lambda theta: -field.gradient(theta), options=options)
+    def flow(self, field, theta0, lr) -> Flow:
+        return Flow(rhs=lambda theta: -field.gradient(theta))

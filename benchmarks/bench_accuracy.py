@@ -1,0 +1,60 @@
+"""Accuracy tracked across commits: errors against closed forms, and the GD–GF gap."""
+import numpy as np
+import scipy.linalg
+
+import gfbench
+
+from .common import make_problem
+
+
+def gd_gf_gap(problem, lr, steps, record_every):
+    """max over recorded t of ‖θ_k − θ(kη)‖ and the final gap relative to ‖θ(T) − θ0‖."""
+    runs = [gfbench.run(problem, solver, lr=lr, steps=steps, record_every=record_every, save_params=True,
+                        progress=False) for solver in ("gd", "gf")]
+    gap = np.linalg.norm(runs[0].theta.values - runs[1].theta.values, axis=1)
+    return gap.max(), gap[-1] / float(runs[1].distance_from_init[-1])
+
+
+class QuadraticClosedForms:
+    """GF against exp(−tA) and the observed order of the GD–GF gap, on an indefinite quadratic too."""
+
+    params = ([0.01, -0.1],)
+    param_names = ["lambda_min"]
+
+    def setup(self, lambda_min):
+        self.problem = gfbench.get_problem("quadratic", dim=50, lambda_min=lambda_min, lambda_max=1.0)
+
+    def track_gf_relative_error(self, lambda_min):
+        ds = gfbench.run(self.problem, "gf", lr=0.1, steps=200, record_every=10, save_params=True, progress=False)
+        a, star = self.problem.hessian().numpy(), self.problem.minimizer().numpy()
+        x0 = ds.theta.values[0] - star
+        exact = np.stack([star + scipy.linalg.expm(-t * a) @ x0 for t in ds.time.values])
+        return float(np.max(np.linalg.norm(ds.theta.values - exact, axis=1) / np.linalg.norm(exact, axis=1)))
+
+    track_gf_relative_error.unit = "relative error"
+
+    def track_gd_gf_observed_order(self, lambda_min):
+        lrs = [0.1, 0.05, 0.025]
+        gaps = [gd_gf_gap(self.problem, lr, round(4.0 / lr), 1)[0] for lr in lrs]
+        return float(np.mean(np.log2(np.array(gaps[:-1]) / np.array(gaps[1:]))))
+
+    track_gd_gf_observed_order.unit = "order"
+
+
+class GapAtPaperStepSize:
+    """‖θ_k − θ(kη)‖ / ‖θ(kη) − θ0‖ at the end of a run with the paper's η0 = 0.001."""
+
+    params = (["deep_linear", "relu_fc"],)
+    param_names = ["problem"]
+    timeout = 600
+    # deep_linear: T = 30 (to its global minimum); relu_fc: T = 1 (the first 1000 of the paper's 10,000 steps).
+    horizon_steps = {"deep_linear": 30_000, "relu_fc": 1_000}
+
+    def setup(self, problem):
+        self.problem = make_problem(problem)
+
+    def track_relative_gap(self, problem):
+        steps = self.horizon_steps[problem]
+        return float(gd_gf_gap(self.problem, 1e-3, steps, steps // 10)[1])
+
+    track_relative_gap.unit = "relative distance"

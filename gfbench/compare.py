@@ -1,0 +1,138 @@
+"""Distances between trajectories of one problem and initial point, on their shared times."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from .dataset import CONVENTIONS, SCHEMA_VERSION, load
+from .params import ConfigError
+
+#: Two recorded times are the same time when they differ by less than this, relative to t: t = k·η
+#: computed from different (k, η) pairs, e.g. 3·0.001 and 6·0.0005, can differ in the last bit.
+TIME_RTOL = 1e-9
+
+
+def run_label(ds: xr.Dataset) -> str:
+    """``solver lr=η``, with the integration method for continuous solvers, e.g. ``gf[dopri5] lr=0.01``."""
+    method = json.loads(ds.attrs.get("solver_options") or "{}").get("method")
+    solver = f"{ds.attrs['solver']}[{method}]" if method else ds.attrs["solver"]
+    return f"{solver} lr={float(ds.attrs['lr']):g}"
+
+
+def _as_dataset(item: xr.Dataset | str | os.PathLike) -> xr.Dataset:
+    return item if isinstance(item, xr.Dataset) else load(item)
+
+
+def _check_same_start(ref: xr.Dataset, ds: xr.Dataset, name: str) -> None:
+    for key in ("problem", "problem_params", "seed"):
+        if ds.attrs.get(key) != ref.attrs.get(key):
+            raise ConfigError(f"cannot compare {name}: its {key} {ds.attrs.get(key)!r} differs from the "
+                              f"reference's {ref.attrs.get(key)!r}")
+    if "theta" not in ds:
+        raise ConfigError(f"cannot compare {name}: it has no theta; run it with --save-params (save_params=True)")
+    if not np.array_equal(ds.theta.values[0], ref.theta.values[0]):
+        raise ConfigError(f"cannot compare {name}: its initial point differs from the reference's")
+
+
+def _matching_indices(ref_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i_ref, i_run) of the times the two sorted grids share, within TIME_RTOL."""
+    tolerance = TIME_RTOL * np.abs(ref_times)
+    candidates = np.minimum(np.searchsorted(times, ref_times - tolerance), len(times) - 1)
+    matched = np.abs(times[candidates] - ref_times) <= tolerance
+    return np.flatnonzero(matched), candidates[matched]
+
+
+def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset | str | os.PathLike | int = 0,
+            names: Sequence[str] | None = None) -> xr.Dataset:
+    """Distances of each run from the reference run on the times both recorded.
+
+    ``datasets`` are datasets or paths of one problem, seed and θ0, each recorded with θ;
+    ``ref`` is one of them (index, dataset or path) or another such run. Returns a dataset on
+    dims (run, time), time being the reference's recorded times shared with at least one run:
+
+    - ``distance``: ‖θ_run(t) − θ_ref(t)‖ (NaN where the run did not record t),
+    - ``relative_distance``: distance / ‖θ_ref(t) − θ0‖ (NaN at t = 0),
+    - ``loss_difference``: f(θ_run(t)) − f(θ_ref(t)),
+    - ``ref_distance_from_init``: ‖θ_ref(t) − θ0‖ (time),
+
+    with coords ``run`` (labels), ``solver`` and ``lr`` per run.
+    """
+    loaded = [_as_dataset(item) for item in datasets]
+    if not loaded:
+        raise ConfigError("compare needs at least one dataset besides the reference")
+    labels = list(names) if names is not None else [
+        str(item) if isinstance(item, (str, os.PathLike)) else run_label(ds) for item, ds in zip(datasets, loaded)]
+    if isinstance(ref, int):
+        if not -len(loaded) <= ref < len(loaded):
+            raise ConfigError(f"ref index {ref} is out of range for {len(loaded)} datasets")
+        reference, ref_label = loaded[ref], labels[ref]
+    else:
+        reference = _as_dataset(ref)
+        ref_label = str(ref) if isinstance(ref, (str, os.PathLike)) else run_label(reference)
+    if "theta" not in reference:
+        raise ConfigError(f"cannot compare against {ref_label}: it has no theta; run it with --save-params")
+
+    ref_times = reference.time.values
+    rows, shared = [], np.zeros(len(ref_times), bool)
+    for ds, label in zip(loaded, labels):
+        _check_same_start(reference, ds, label)
+        i_ref, i_run = _matching_indices(ref_times, ds.time.values)
+        if len(i_ref) == 0:
+            raise ConfigError(f"cannot compare {label}: its time grid shares no point with the reference's")
+        distance = np.full(len(ref_times), np.nan)
+        loss_difference = np.full(len(ref_times), np.nan)
+        distance[i_ref] = np.linalg.norm(ds.theta.values[i_run] - reference.theta.values[i_ref], axis=1)
+        loss_difference[i_ref] = ds.loss.values[i_run] - reference.loss.values[i_ref]
+        rows.append((distance, loss_difference))
+        shared[i_ref] = True
+
+    ref_travel = np.linalg.norm(reference.theta.values - reference.theta.values[0], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.array([d for d, _ in rows]) / np.where(ref_travel > 0, ref_travel, np.nan)
+    keep = np.flatnonzero(shared)
+    unit = {"units": "1"}
+    result = xr.Dataset(
+        {
+            "distance": (("run", "time"), np.array([d for d, _ in rows])[:, keep],
+                         {"long_name": "distance from the reference ||theta_run(t) - theta_ref(t)||", **unit}),
+            "relative_distance": (("run", "time"), relative[:, keep],
+                                  {"long_name": "relative distance ||theta_run(t) - theta_ref(t)|| / "
+                                                "||theta_ref(t) - theta0||", **unit}),
+            "loss_difference": (("run", "time"), np.array([l for _, l in rows])[:, keep],
+                                {"long_name": "loss difference f(theta_run(t)) - f(theta_ref(t))", **unit}),
+            "ref_distance_from_init": ("time", ref_travel[keep],
+                                       {"long_name": "reference distance from init ||theta_ref(t) - theta0||",
+                                        **unit}),
+        },
+        coords={
+            "time": ("time", ref_times[keep], reference.time.attrs),
+            "step": ("time", reference.step.values[keep], {"long_name": "reference iteration k", "units": "1"}),
+            "run": ("run", labels, {"long_name": "compared run"}),
+            "solver": ("run", [ds.attrs["solver"] for ds in loaded], {"long_name": "solver"}),
+            "lr": ("run", [float(ds.attrs["lr"]) for ds in loaded], {"long_name": "step size eta", "units": "1"}),
+        },
+        attrs={"title": f"comparison against {ref_label}", "kind": "comparison", "schema_version": SCHEMA_VERSION,
+               "reference": ref_label,
+               "reference_solver": reference.attrs["solver"], "reference_lr": float(reference.attrs["lr"]),
+               "problem": reference.attrs["problem"], "problem_params": reference.attrs["problem_params"],
+               "seed": int(reference.attrs["seed"]), "Conventions": CONVENTIONS},
+    )
+    return result
+
+
+def summary_table(comparison: xr.Dataset) -> str:
+    """One line per run: final shared time, distance, relative distance (final and max), loss difference."""
+    header = f"{'run':<40} {'t':>10} {'distance':>12} {'rel.dist':>10} {'max rel.':>10} {'loss diff':>12}"
+    lines = [f"reference: {comparison.attrs['reference']}", header]
+    for run in comparison.run.values:
+        row = comparison.sel(run=run)
+        valid = np.flatnonzero(np.isfinite(row.distance.values))
+        last = valid[-1]
+        lines.append(f"{str(run)[-40:]:<40} {float(row.time[last]):>10.4g} {float(row.distance[last]):>12.4e} "
+                     f"{float(row.relative_distance[last]):>10.3e} {float(np.nanmax(row.relative_distance)):>10.3e} "
+                     f"{float(row.loss_difference[last]):>12.4e}")
+    return "\n".join(lines)

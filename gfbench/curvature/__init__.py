@@ -1,0 +1,9 @@
+"""Curvature of the loss along trajectories: Hessian-vector products, extreme eigenvalues by
+Lanczos (or densely for small d), and the recorder that puts them into a run's dataset."""
+from .eigen import DEFAULT_TOL, EigenResult, dense_eigenpairs, lanczos
+from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HVP_METHODS, HessianOperator, MatrixOperator, dense_hessian
+from .recorder import CurvatureRecorder, check_curvature_options, cumulative_integral
+
+__all__ = ["HessianOperator", "MatrixOperator", "dense_hessian", "lanczos", "dense_eigenpairs", "EigenResult",
+           "CurvatureRecorder", "check_curvature_options", "cumulative_integral", "HVP_METHODS", "DEFAULT_HVP",
+           "DEFAULT_TOL", "DENSE_MAX_DIM"]

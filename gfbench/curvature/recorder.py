@@ -1,0 +1,151 @@
+"""Curvature recorded along a trajectory: λmin and λmax of ∇²f(θ(t)), and the integral μ(t)."""
+from __future__ import annotations
+
+import time as wallclock
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from ..params import ConfigError
+from ..recording import Recorder, RecordPoint, Variable
+from .eigen import DEFAULT_TOL, dense_eigenpairs, lanczos
+from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HessianOperator, check_hvp_method, dense_hessian
+
+EIGENSOLVERS = ("lanczos", "dense")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_curvature_options(dim: int, every: Any, k: Any, tol: Any, hvp: Any = DEFAULT_HVP,
+                            eigensolver: Any = "lanczos") -> None:
+    """Raise ConfigError naming the first bad curvature option for a problem of dimension ``dim``."""
+    if not _is_int(every) or every < 1:
+        raise ConfigError(f"curvature_every must be an integer >= 1 (or None for no curvature), got {every!r}")
+    if not _is_int(k) or k < 1 or (k > 1 and 2 * k > dim):
+        raise ConfigError(f"curvature_k must be 1 or an integer with 2k <= d = {dim}, got {k!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ConfigError(f"curvature_tol must be a number in (0, 1), got {tol!r}")
+    check_hvp_method(hvp)
+    if eigensolver not in EIGENSOLVERS:
+        raise ConfigError(f"eigensolver must be one of {', '.join(EIGENSOLVERS)}; got {eigensolver!r}")
+    if eigensolver == "dense" and dim > DENSE_MAX_DIM:
+        raise ConfigError(f"eigensolver 'dense' needs d <= {DENSE_MAX_DIM}, got d={dim}; use lanczos")
+
+
+def cumulative_integral(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """∫_{times[0]}^{q} v(s) ds for each q in ``query``, v the piecewise-linear interpolant of ``values``.
+
+    At the nodes this is the cumulative trapezoid rule; between nodes it integrates the linear
+    interpolant exactly. NaN for q outside [times[0], times[-1]].
+    """
+    times, values, query = (np.asarray(a, dtype=np.float64) for a in (times, values, query))
+    nodes = np.concatenate([[0.0], np.cumsum(0.5 * np.diff(times) * (values[1:] + values[:-1]))])
+    result = np.full(query.shape, np.nan)
+    inside = (query >= times[0]) & (query <= times[-1])
+    if times.size == 1:
+        result[inside] = 0.0
+        return result
+    q = query[inside]
+    left = np.clip(np.searchsorted(times, q, side="right") - 1, 0, times.size - 2)
+    h = q - times[left]
+    slope = (values[left + 1] - values[left]) / (times[left + 1] - times[left])
+    result[inside] = nodes[left] + h * values[left] + 0.5 * slope * h ** 2
+    return result
+
+
+class CurvatureRecorder(Recorder):
+    """λmin and λmax of ∇²f(θ) at every ``every``-th record point (and at ``final_index``).
+
+    ``dim`` is the problem's d and ``lr`` the run's step size η (for ``sharpness_times_lr``).
+
+    Variables: ``hessian_min_eig``, ``hessian_max_eig`` (NaN where not evaluated),
+    ``hessian_eig_residual`` (largest Lanczos residual ‖Hy − λy‖ of the pairs), and with k > 1
+    ``hessian_eigs`` (time, eig): the k smallest then the k largest eigenvalues. ``finish`` adds
+    ``curvature_integral`` μ(t) = ∫_0^t −λmin(s) ds (λmin linear between evaluated points, NaN
+    after the last one) and ``sharpness_times_lr`` η·λmax (GD on a quadratic is stable iff < 2).
+
+    Each evaluation runs ``lanczos`` on a HessianOperator (``hvp`` method), warm-started from the
+    previous evaluation's Ritz vectors, or, with ``eigensolver="dense"``, ``eigh`` of the dense
+    Hessian (d ≤ 2000). The HVPs do not go through the run's GradientField: attrs report their
+    count and wall time separately (``curvature_n_hvp``, ``curvature_wall_time_s``; the run's
+    ``wall_time_s`` includes the latter).
+    """
+
+    def __init__(self, dim: int, lr: float, *, every: int = 1, k: int = 1, tol: float = DEFAULT_TOL,
+                 hvp: str = DEFAULT_HVP, eigensolver: str = "lanczos", final_index: int | None = None,
+                 seed: int = 0) -> None:
+        check_curvature_options(dim, every, k, tol, hvp, eigensolver)
+        self.lr = lr
+        self.every = every
+        self.k = k
+        self.tol = tol
+        self.hvp = hvp
+        self.eigensolver = eigensolver
+        self.final_index = final_index
+        self.seed = seed
+        self.n_hvp = 0
+        self.n_evaluations = 0
+        self.n_unconverged = 0
+        self.wall_time = 0.0
+        self._previous_vectors = None
+
+    def variables(self) -> Sequence[Variable]:
+        declared = [
+            Variable("hessian_min_eig", "minimal eigenvalue of the loss Hessian lambda_min(hess f(theta))", "1"),
+            Variable("hessian_max_eig", "maximal eigenvalue of the loss Hessian lambda_max(hess f(theta))", "1"),
+            Variable("hessian_eig_residual", "largest eigenpair residual ||H y - lambda y|| of the curvature solve",
+                     "1"),
+        ]
+        if self.k > 1:
+            declared.append(Variable("hessian_eigs", f"{self.k} smallest then {self.k} largest Hessian eigenvalues",
+                                     "1", ("eig",), (2 * self.k,)))
+        return declared
+
+    def record(self, point: RecordPoint) -> Mapping[str, Any]:
+        if point.index % self.every and point.index != self.final_index:
+            return {}
+        started = wallclock.perf_counter()
+        if self.eigensolver == "dense":
+            result = dense_eigenpairs(dense_hessian(point.problem, point.theta), k=self.k)
+        else:
+            operator = HessianOperator(point.problem, point.theta, self.hvp)
+            result = lanczos(operator, k=self.k, tol=self.tol, seed=self.seed, v0=self._previous_vectors)
+            self._previous_vectors = result.eigenvectors
+            self.n_hvp += operator.n_matvec
+            self.n_unconverged += not result.converged
+        self.n_evaluations += 1
+        self.wall_time += wallclock.perf_counter() - started
+        values = {"hessian_min_eig": result.min, "hessian_max_eig": result.max,
+                  "hessian_eig_residual": float(result.residuals.max())}
+        if self.k > 1:
+            values["hessian_eigs"] = result.eigenvalues.detach().cpu().double().numpy()
+        return values
+
+    def finish(self, ds: xr.Dataset) -> xr.Dataset:
+        evaluated = np.isfinite(ds.hessian_min_eig.values)
+        times = ds.time.values
+        mu = (cumulative_integral(times[evaluated], -ds.hessian_min_eig.values[evaluated], times)
+              if evaluated.any() else np.full(times.shape, np.nan))
+        return ds.assign(
+            curvature_integral=("time", mu, {"long_name": "mu(t) = integral from 0 to t of -lambda_min dt "
+                                                          "(trapezoid over evaluated points)", "units": "1"}),
+            sharpness_times_lr=("time", self.lr * ds.hessian_max_eig.values,
+                                {"long_name": "lr * lambda_max (2 is GD's stability edge on a quadratic)",
+                                 "units": "1"}),
+        )
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "curvature_every": self.every,
+            "curvature_k": self.k,
+            "curvature_tol": self.tol,
+            "curvature_eigensolver": self.eigensolver,
+            "curvature_hvp": self.hvp,
+            "curvature_evaluations": self.n_evaluations,
+            "curvature_n_hvp": self.n_hvp,
+            "curvature_unconverged": self.n_unconverged,
+            "curvature_wall_time_s": self.wall_time,
+        }

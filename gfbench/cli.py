@@ -1,7 +1,9 @@
-"""Command line: ``gfbench run | reproduce | list | info | compare | plot | bound``.
+"""Command line: ``gfbench run | reproduce | sweep | list | info | compare | plot | bound``.
 
 Exit codes: 0 completed, 2 bad input (one-line message, nothing computed or written),
 3 diverged, 4 solver failed (the recorded prefix is written in both cases), 130 interrupted.
+``gfbench sweep``: 0 when every member has a dataset (completed, diverged or solver_failed),
+5 when some member failed (its error is in the manifest), 130 interrupted (finished members kept).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SOLVER_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_MEMBERS_FAILED = 5
 EXIT_BY_STATUS = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "solver_failed": EXIT_SOLVER_FAILED}
 
 
@@ -54,10 +57,38 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
+def _add_sweep_parser(commands) -> None:
+    sweep = commands.add_parser("sweep", help="run the grid of every combination of the given values on dask",
+                                description="Run every combination of the comma-separated values as one dask task "
+                                            "each; write DIR/members/<hash>.nc and the manifest DIR/sweep.json. "
+                                            "Re-running the same command resumes (finished members are skipped).")
+    sweep.add_argument("--problem", required=True, help="problem name(s), comma-separated")
+    sweep.add_argument("--solver", required=True, help="solver name(s), comma-separated")
+    sweep.add_argument("--lr", help="step size(s) eta (default: the problem's)")
+    sweep.add_argument("--steps", help="number(s) of GD steps (default: the problem's)")
+    sweep.add_argument("--seed", default="0", help="seed(s) of theta0 (default 0)")
+    sweep.add_argument("--record-every", default="1", help="record every r steps (default 1)")
+    sweep.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
+                       help="problem parameter value(s) (repeatable)")
+    sweep.add_argument("--solver-option", action="append", default=[], metavar="KEY=V1,V2",
+                       help="solver option value(s) (repeatable; solvers without the option ignore it)")
+    sweep.add_argument("--save-params", action="store_true", help="also record theta at every record point")
+    sweep.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    sweep.add_argument("--dtype", default="float64", help="float64 or float32 (default float64)")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    sweep.add_argument("--workers", type=int, help="local cluster worker processes (default: one per core)")
+    sweep.add_argument("--torch-threads", type=int,
+                       help="torch threads per task (default: cores // workers locally)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gfbench", description="Continuous vs. discrete optimisation of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
+    _add_sweep_parser(commands)
     commands.add_parser("list", help="list problems and solvers with their parameters")
     info = commands.add_parser("info", help="print a dataset's attributes and variables")
     info.add_argument("path")
@@ -144,6 +175,54 @@ def cmd_run(args) -> int:
     if status != "completed":
         print(f"gfbench: {status}: {ds.attrs.get('message', '')}; wrote the recorded prefix to {out}", file=sys.stderr)
     return EXIT_BY_STATUS[status]
+
+
+def _split(text: str, flag: str, kind: type = str) -> list:
+    """``"a,b"`` → ``[kind("a"), kind("b")]`` for comma-separated sweep values."""
+    from gfbench.params import ConfigError
+
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ConfigError(f"{flag} expects comma-separated values, got {text!r}")
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"{flag} values must be {kind.__name__}s, got {text!r}") from None
+
+
+def cmd_sweep(args) -> int:
+    from gfbench.params import parse_assignments
+    from gfbench.sweep import MANIFEST, Grid, sweep
+
+    grid = Grid(problem=_split(args.problem, "--problem"), solver=_split(args.solver, "--solver"),
+                lr=None if args.lr is None else _split(args.lr, "--lr", float),
+                steps=None if args.steps is None else _split(args.steps, "--steps", int),
+                seed=_split(args.seed, "--seed", int), record_every=_split(args.record_every, "--record-every", int),
+                params={key: _split(values, f"--param {key}")
+                        for key, values in parse_assignments(args.param, "--param").items()},
+                solver_options={key: _split(values, f"--solver-option {key}")
+                                for key, values in parse_assignments(args.solver_option, "--solver-option").items()})
+    try:
+        summary = sweep(grid, args.out, scheduler=args.scheduler, workers=args.workers,
+                        torch_threads=args.torch_threads, save_params=args.save_params, device=args.device,
+                        dtype=args.dtype, progress=not args.quiet)
+    except ImportError as error:  # dask.distributed is an optional dependency
+        print(f"gfbench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"gfbench: interrupted; finished members are kept in {args.out}; re-run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = summary.count("failed")
+    if not args.quiet:
+        counts = ", ".join(f"{status} {summary.count(status)}"
+                           for status in ("completed", "diverged", "solver_failed", "failed")
+                           if summary.count(status))
+        print(f"{len(summary.members)} members ({len(summary.executed)} run, {len(summary.skipped)} already done): "
+              f"{counts}; wrote {summary.out}")
+    if failed:
+        print(f"gfbench: {failed} member(s) failed; see {summary.out / MANIFEST}", file=sys.stderr)
+    return EXIT_MEMBERS_FAILED if failed else EXIT_OK
 
 
 def cmd_list(args) -> int:
@@ -263,8 +342,8 @@ def cmd_bound(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "list": cmd_list, "info": cmd_info, "compare": cmd_compare,
-            "plot": cmd_plot, "bound": cmd_bound}
+COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "list": cmd_list, "info": cmd_info,
+            "compare": cmd_compare, "plot": cmd_plot, "bound": cmd_bound}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
     reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                            help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--gf-option", action="append", default=[], metavar="KEY=VALUE",
+                           help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
     reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -291,7 +293,8 @@ def cmd_reproduce(args) -> int:
 
     result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
                             ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
-                            lr=args.lr, params=parse_assignments(args.param, "--param"), device=args.device,
+                            lr=args.lr, params=parse_assignments(args.param, "--param"),
+                            gf_options=parse_assignments(args.gf_option, "--gf-option") or None, device=args.device,
                             progress=not args.quiet)
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")

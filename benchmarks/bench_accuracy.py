@@ -48,8 +48,9 @@ class GapAtPaperStepSize:
     params = (["deep_linear", "relu_fc"],)
     param_names = ["problem"]
     timeout = 600
-    # deep_linear: T = 30 (to its global minimum); relu_fc: T = 1 (the first 1000 of the paper's 10,000 steps).
-    horizon_steps = {"deep_linear": 30_000, "relu_fc": 1_000}
+    # deep_linear: T = 30 (to its global minimum); relu_fc: T = 0.2 (the first 200 of the paper's 10,000 steps,
+    # so that the GF reference, slowed by the ReLU kinks, stays short in a quick CI pass).
+    horizon_steps = {"deep_linear": 30_000, "relu_fc": 200}
 
     def setup(self, problem):
         self.problem = make_problem(problem)

@@ -17,7 +17,7 @@ class IGR(FlowSolver):
 
     def flow(self, field, theta0, lr) -> Flow:
         def rhs(theta):
-            grad = field.gradient(theta)
-            return -grad - 0.5 * lr * field.hvp(theta, grad)
+            grad, hessian_grad = field.gradient_and_hessian_gradient(theta)
+            return -grad - 0.5 * lr * hessian_grad
 
         return Flow(rhs=rhs)

@@ -47,9 +47,11 @@ class SecondOrder(FlowSolver):
         choice = self.options["initial_velocity"]
         if choice == "zero":
             v0 = torch.zeros_like(theta0)
+        elif choice == "slow_manifold":
+            grad0, hessian_grad0 = field.gradient_and_hessian_gradient(theta0)
+            v0 = -grad0 - 0.5 * lr * hessian_grad0
         else:
-            grad0 = field.gradient(theta0)
-            v0 = -grad0 - 0.5 * lr * field.hvp(theta0, grad0) if choice == "slow_manifold" else -grad0
+            v0 = -field.gradient(theta0)
 
         def rhs(y):
             theta, v = y[:d], y[d:]

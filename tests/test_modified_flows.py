@@ -6,7 +6,9 @@ import torch
 
 import gfbench
 from gfbench.field import GradientField
+from gfbench.problem import Problem
 from gfbench.solvers.principal import principal_coefficient
+from curvature_problems import TanhRegression
 
 
 def _quadratic(lambda_min=0.01, lambda_max=2.0):
@@ -38,6 +40,45 @@ def test_hvp_and_hessian_match_the_quadratic_matrix_and_finite_differences():
     assert torch.allclose(field.hvp(theta, v), difference, rtol=0, atol=1e-8)
     assert torch.allclose(field.hessian(theta) @ v, difference, rtol=0, atol=1e-8)
 
+
+
+class Affine(Problem):
+    """f(θ) = c·θ: the gradient does not depend on θ, so autograd has no second-order graph."""
+
+    name = "affine"
+    default_lr, default_steps = 0.1, 10
+
+    def build(self):
+        self.c = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+
+    @property
+    def dim(self):
+        return 5
+
+    def sample_init(self, generator):
+        return torch.randn(5, generator=generator, dtype=torch.float64)
+
+    def loss(self, theta):
+        return self.c @ theta
+
+
+@pytest.mark.parametrize("problem", [
+    gfbench.get_problem("quadratic", dim=12),
+    gfbench.get_problem("deep_linear", input_dim=3, width=3, init="gaussian", init_std=0.5),
+    TanhRegression(),
+    Affine(),
+], ids=["quadratic", "deep_linear", "tanh_regression", "affine"])
+def test_gradient_and_hessian_gradient_from_one_graph(problem):
+    """The fused (∇f, ∇²f∇f) equals a plain gradient followed by a separate HVP, at one gradient's count."""
+    theta = problem.init(4)
+    fused, separate = GradientField(problem), GradientField(problem)
+    grad, hessian_grad = fused.gradient_and_hessian_gradient(theta)
+    reference_grad = separate.gradient(theta)
+    assert torch.allclose(grad, reference_grad, rtol=0, atol=1e-14)
+    assert torch.allclose(hessian_grad, separate.hvp(theta, reference_grad), rtol=1e-12, atol=1e-14)
+    assert (fused.n_evals, fused.n_hvp) == (1, 1)
+    fused.gradient(theta)  # served from the cache the fused call filled
+    assert fused.n_evals == 1
 
 @pytest.mark.parametrize("lambda_min", [0.01, -0.2])
 def test_igr_equals_the_modified_exponential(lambda_min):

@@ -100,6 +100,18 @@ class MNISTClassifier(Problem):
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(theta, self.train_x), self.train_y)
 
+    def relu_inputs(self, theta: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """The pre-activation entering every ``nn.ReLU`` of the network on inputs x, in forward order."""
+        captured: list[torch.Tensor] = []
+        handles = [layer.register_forward_hook(lambda _, inputs, __: captured.append(inputs[0]))
+                   for layer in self.module.modules() if isinstance(layer, nn.ReLU)]
+        try:
+            self.logits(theta, x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
     def recorders(self) -> Sequence[Recorder]:
         return (ClassifierMetrics(with_test=self.params["n_test"] > 0),)
 
@@ -127,3 +139,33 @@ class ClassifierMetrics(Recorder):
             values["test_accuracy"] = float((logits.argmax(1) == problem.test_y).double().mean())
         return values
 
+
+
+class ReluCrossings(Recorder):
+    """Kinks crossed: how many (training example, ReLU unit) pairs switched on or off since the last record.
+
+    A ReLU network's loss is smooth only inside a region of fixed activation pattern; where a
+    pre-activation z crosses 0 the gradient jumps. ``relu_crossings`` at record j counts the pairs
+    whose state (z > 0) differs from record j − 1 (0 at the first record); ``relu_active_fraction``
+    is the fraction of pairs on. GD that zig-zags across a kink (a sliding mode of the flow) shows a
+    crossing count that doubles when η halves. Costs one forward pass per record point. Pass it
+    to ``gfbench.run(..., recorders=[ReluCrossings()])`` on relu_fc or cnn.
+    """
+
+    def __init__(self) -> None:
+        self._previous: torch.Tensor | None = None
+
+    def variables(self) -> Sequence[Variable]:
+        return [Variable("relu_crossings", "(example, ReLU unit) pairs whose on/off state changed since the "
+                         "previous record point", "1"),
+                Variable("relu_active_fraction", "fraction of (example, ReLU unit) pairs with positive "
+                         "pre-activation", "1")]
+
+    def record(self, point: RecordPoint) -> Mapping[str, Any]:
+        inputs = point.problem.relu_inputs(point.theta, point.problem.train_x)
+        if not inputs:
+            raise ValueError(f"problem {point.problem.name!r} has no ReLU units to record crossings of")
+        pattern = torch.cat([z.reshape(-1) > 0 for z in inputs])
+        crossings = 0 if self._previous is None else int((pattern != self._previous).sum())
+        self._previous = pattern
+        return {"relu_crossings": crossings, "relu_active_fraction": float(pattern.double().mean())}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import gfbench
+from gfbench.classifier import ReluCrossings
 from gfbench.mnist import mnist_tensors
 from zoo_support import requires_mnist
 
@@ -102,3 +103,36 @@ def test_bad_hidden_widths_are_config_errors(mnist_env):
         with pytest.raises(gfbench.ConfigError, match="hidden"):
             gfbench.get_problem("relu_fc", hidden=bad, n_train=10)
     assert gfbench.get_problem("linear_fc", hidden="", n_train=10).dim == 7840
+
+
+def test_relu_crossings_match_a_hand_written_forward_pass(mnist_env):
+    problem = gfbench.get_problem("relu_fc", n_train=5, hidden="8,6")
+    ds = gfbench.run(problem, "gd", lr=0.01, steps=40, save_params=True, recorders=[ReluCrossings()],
+                     progress=False)
+    x = problem.train_x.flatten(1).numpy()
+
+    def pattern(theta):
+        w1, w2 = theta[:784 * 8].reshape(8, 784), theta[784 * 8:784 * 8 + 48].reshape(6, 8)
+        z1 = x @ w1.T
+        return np.concatenate([(z1 > 0).ravel(), (np.maximum(z1, 0) @ w2.T > 0).ravel()])
+
+    patterns = np.array([pattern(theta) for theta in ds.theta.values])
+    expected = np.concatenate([[0], (patterns[1:] != patterns[:-1]).sum(axis=1)])
+    np.testing.assert_array_equal(ds.relu_crossings.values, expected)
+    np.testing.assert_allclose(ds.relu_active_fraction.values, patterns.mean(axis=1), rtol=0, atol=1e-15)
+    assert expected.sum() > 0  # the horizon does cross kinks, so the comparison is not all zeros
+
+
+def test_gd_zig_zags_across_relu_kinks_once_per_step(mnist_env):
+    """Five examples, 8 units: GD sits on a kink (a sliding mode of the flow) and crosses it every
+    step, so the crossings to a fixed T double when η halves (measured 120, 225, 450, 899)."""
+    problem = gfbench.get_problem("relu_fc", n_train=5, hidden="8")
+    totals = [int(gfbench.run(problem, "gd", lr=lr, steps=round(0.5 / lr), recorders=[ReluCrossings()],
+                              progress=False).relu_crossings.sum()) for lr in (0.005, 0.0025)]
+    assert totals[1] / totals[0] == pytest.approx(2.0, rel=0.05), totals
+
+
+def test_relu_crossings_need_relu_units(mnist_env):
+    with pytest.raises(ValueError, match="no ReLU units"):
+        gfbench.run(gfbench.get_problem("linear_fc", n_train=5, hidden="4"), "gd", lr=0.01, steps=2,
+                    recorders=[ReluCrossings()], progress=False)

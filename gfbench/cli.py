@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
     reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
+    reproduce.add_argument("--resume", action="store_true",
+                           help="reuse runs already in --out whose stored configuration is this run's")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     bound = commands.add_parser("bound", help="evaluate EC21's bounds on a gradient flow dataset with curvature",
                                 description="Theorem 3's step-size bound eta*(t, eps) from a gf dataset recorded "
@@ -295,7 +297,7 @@ def cmd_reproduce(args) -> int:
                             ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
                             lr=args.lr, params=parse_assignments(args.param, "--param"),
                             gf_options=parse_assignments(args.gf_option, "--gf-option") or None, device=args.device,
-                            progress=not args.quiet)
+                            resume=args.resume, progress=not args.quiet)
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK

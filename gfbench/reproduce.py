@@ -18,11 +18,11 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .compare import compare
-from .dataset import save
+from .dataset import load, save
 from .params import ConfigError
 from .plot import _pyplot, save_figure
 from .registry import available_problems, get_problem, get_solver
-from .run import run
+from .run import RunConfig, check_run_config, run
 
 PAPER_NETS = ("linear_fc", "relu_fc", "cnn")
 PAPER_RATIOS = (2, 5, 10, 20)
@@ -62,13 +62,15 @@ def _check(nets: Sequence[str], ratios: Sequence[int], steps: int) -> None:
 def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
                    ratios: Sequence[int] = PAPER_RATIOS, scale: str = "small", steps: int | None = None,
                    lr: float = PAPER_LR, params: dict[str, Any] | None = None, seed: int = 0,
-                   gf_options: dict[str, Any] | None = None, device: str = "cpu",
+                   gf_options: dict[str, Any] | None = None, device: str = "cpu", resume: bool = False,
                    progress: bool = True) -> Figure1Result:
     """Run Figure 1's experiment on ``nets`` and write datasets, comparisons, ``fig1.png`` and ``summary.txt``.
 
     ``scale`` picks the η0 iteration count (paper: 10,000; small: 1,000) unless ``steps`` is given;
     ``params`` are problem parameters applied to every net (e.g. ``n_train``); ``gf_options``
-    the GF reference's solver options (default GF_OPTIONS).
+    the GF reference's solver options (default GF_OPTIONS). With ``resume``, a run whose file in
+    ``out`` holds a completed dataset of exactly this run's configuration is read instead of run
+    again (paper scale is hours of CPU; an interrupted reproduction keeps its finished runs).
     """
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -88,10 +90,13 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     runs: dict[str, dict[str, xr.Dataset]] = {net: {} for net in nets}
     jobs = [(net, *entry) for net in nets for entry in plan]
     for net, label, stem, solver, r in tqdm(jobs, desc="figure 1 runs", disable=not progress):
-        ds = run(problems[net], solvers[solver], lr=lr / r, steps=steps * r, record_every=every * r, seed=seed,
-                 save_params=True, device=device, progress=progress)
-        save(ds, out / f"{net}-{stem}.nc")
-        runs[net][label] = ds
+        settings = dict(lr=lr / r, steps=steps * r, record_every=every * r, seed=seed, save_params=True, device=device)
+        path = out / f"{net}-{stem}.nc"
+        runs[net][label] = (_finished(path, check_run_config(problems[net], solvers[solver], **settings))
+                            if resume else None)
+        if runs[net][label] is None:
+            runs[net][label] = run(problems[net], solvers[solver], progress=progress, **settings)
+            save(runs[net][label], path)
 
     comparisons = {}
     for net in nets:
@@ -102,6 +107,17 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     (out / "summary.txt").write_text(summary + "\n")
     figure_path = save_figure(figure1(runs, comparisons, lr), out / "fig1.png")
     return Figure1Result(runs, comparisons, figure_path, summary)
+
+
+def _finished(path: Path, config: RunConfig) -> xr.Dataset | None:
+    """The dataset in ``path`` when it is ``config``'s completed run, else None."""
+    if not path.is_file():
+        return None
+    try:
+        ds = load(path)
+    except ConfigError:  # unreadable or not a gfbench dataset: run again and overwrite it
+        return None
+    return ds if config.produced(ds.attrs) else None
 
 
 def summary_lines(comparisons: dict[str, xr.Dataset]) -> str:

@@ -5,7 +5,7 @@ import math
 import time as wallclock
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +48,18 @@ class RunConfig:
         """0, r, 2r, …, and ``steps`` itself even when r does not divide it."""
         grid = np.arange(0, self.steps + 1, self.record_every, dtype=np.int64)
         return grid if grid[-1] == self.steps else np.append(grid, np.int64(self.steps))
+
+    def identity(self) -> dict[str, Any]:
+        """The dataset attributes that pin down what the run computes (not when, where or how fast)."""
+        return {"problem": self.problem.name, "problem_params": self.problem.params, "solver": self.solver.name,
+                "solver_options": self.solver.effective_options(self.dtype), "lr": self.lr, "steps": self.steps,
+                "record_every": self.record_every, "save_params": self.save_params, "seed": self.seed,
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+
+    def produced(self, attrs: Mapping[str, Any]) -> bool:
+        """Whether a dataset with ``attrs`` is this configuration's completed run (e.g. a file to reuse)."""
+        return attrs.get("status") == "completed" and all(
+            attrs.get(key) == value for key, value in encode_attrs(self.identity()).items())
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -162,17 +174,7 @@ def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, 
         "title": f"{solver.label} on {problem.label}, lr={config.lr:g}",
         "gfbench_version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "problem": problem.name,
-        "problem_params": problem.params,
-        "solver": solver.name,
-        "solver_options": solver.effective_options(config.dtype),
-        "lr": config.lr,
-        "steps": config.steps,
-        "record_every": config.record_every,
-        "save_params": config.save_params,
-        "seed": config.seed,
-        "dtype": str(config.dtype).removeprefix("torch."),
-        "device": str(config.device),
+        **config.identity(),
         "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": wall_time,

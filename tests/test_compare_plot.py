@@ -1,8 +1,10 @@
 """compare against closed-form distances; plot checked on the figure object."""
 import numpy as np
 import pytest
+import xarray as xr
 
 import gfbench
+from gfbench.reproduce import reproduce_fig1
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,20 @@ def test_reproduce_fig1_end_to_end_at_tiny_scale(run_cli, tmp_path):
     assert "deep_linear" in (folder / "summary.txt").read_text() and "gd lr=eta0/4" in result.stdout
     bad = run_cli("reproduce", "fig1", "--net", "resnet", "--out", "x")
     assert bad.returncode == 2 and "unknown net 'resnet'" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_reproduce_fig1_resume_reuses_only_matching_completed_runs(tmp_path):
+    settings = dict(nets=["deep_linear"], ratios=[2], steps=100, lr=0.01, progress=False)
+    first = reproduce_fig1(tmp_path, **settings)
+    created = {p.name: gfbench.load(p).attrs["created"] for p in tmp_path.glob("deep_linear-*-*.nc")}
+    stamp = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.nc")}
+    # Corrupt the eta0/2 run's file: resume must run it again; a changed GF tolerance must rerun GF.
+    (tmp_path / "deep_linear-gd-eta0_2.nc").write_bytes(b"not netcdf")
+    again = reproduce_fig1(tmp_path, **settings, gf_options={"rtol": 1e-7, "atol": 1e-9}, resume=True)
+    rerun = {p.name for p in tmp_path.glob("deep_linear-*.nc") if p.stat().st_mtime_ns != stamp.get(p.name)}
+    assert rerun == {"deep_linear-gd-eta0_2.nc", "deep_linear-gf.nc", "deep_linear-comparison.nc"}
+    assert gfbench.load(tmp_path / "deep_linear-gd-eta0.nc").attrs["created"] == created["deep_linear-gd-eta0.nc"]
+    assert again.runs["deep_linear"]["gf"].attrs["solver_options"] != first.runs["deep_linear"]["gf"].attrs["solver_options"]
+    xr.testing.assert_identical(again.runs["deep_linear"]["gd lr=eta0"], first.runs["deep_linear"]["gd lr=eta0"])
+    np.testing.assert_array_equal(again.runs["deep_linear"]["gd lr=eta0/2"].theta,
+                                  first.runs["deep_linear"]["gd lr=eta0/2"].theta)

@@ -103,3 +103,35 @@ class AdaptiveGFVsRK4:
             substeps += 1
             error, evaluations = self._rk4(substeps)
         return ds.attrs["nfe"] / evaluations
+
+
+class IGREvaluationVsSeparateHVP:
+    """One IGR right-hand side, ∇f and ∇²f∇f from one gradient graph / a plain gradient then a separate HVP.
+
+    The peer is what the IGR flow did before: ``field.gradient`` and ``field.hvp`` (which builds
+    the gradient's graph again). Below 1: the fused evaluation is faster.
+    """
+
+    params = (["deep_linear", "relu_fc"],)
+    param_names = ["problem"]
+    unit = "ratio"
+    timeout = 300
+
+    def setup(self, problem):
+        self.problem = make_problem(problem)
+        self.theta = self.problem.init(0)
+
+    def _fused(self):
+        GradientField(self.problem).gradient_and_hessian_gradient(self.theta)
+
+    def _separate(self):
+        field = GradientField(self.problem)
+        field.hvp(self.theta, field.gradient(self.theta))
+
+    def track_fused_over_separate_time(self, problem):
+        number = 50 if problem == "deep_linear" else 5
+        fused, separate = [], []
+        for _ in range(5):  # interleaved, so load from elsewhere falls on both alike
+            fused.append(best_time(self._fused, repeats=1, number=number))
+            separate.append(best_time(self._separate, repeats=1, number=number))
+        return min(fused) / min(separate)

@@ -10,7 +10,7 @@ from torchdiffeq import odeint
 import gfbench
 from gfbench.field import GradientField
 
-from .common import best_time, make_problem
+from .common import interleaved_ratio, make_problem
 
 
 def torch_sgd_step(problem, theta0, lr):
@@ -59,12 +59,7 @@ class GDStepVsTorchSGD:
         self.ours.advance_to(self.ours.step + 1)
 
     def track_gd_over_sgd_time(self, problem):
-        number = 200 if problem == "deep_linear" else 10
-        ours, peer = [], []
-        for _ in range(5):  # interleaved, so load from elsewhere falls on both alike
-            ours.append(best_time(self._our_step, repeats=1, number=number))
-            peer.append(best_time(self.peer, repeats=1, number=number))
-        return min(ours) / min(peer)
+        return interleaved_ratio(self._our_step, self.peer, number=200 if problem == "deep_linear" else 10)
 
 
 class AdaptiveGFVsRK4:
@@ -129,9 +124,4 @@ class IGREvaluationVsSeparateHVP:
         field.hvp(self.theta, field.gradient(self.theta))
 
     def track_fused_over_separate_time(self, problem):
-        number = 50 if problem == "deep_linear" else 5
-        fused, separate = [], []
-        for _ in range(5):  # interleaved, so load from elsewhere falls on both alike
-            fused.append(best_time(self._fused, repeats=1, number=number))
-            separate.append(best_time(self._separate, repeats=1, number=number))
-        return min(fused) / min(separate)
+        return interleaved_ratio(self._fused, self._separate, number=50 if problem == "deep_linear" else 5)

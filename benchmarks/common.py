@@ -58,3 +58,13 @@ def best_time(function, repeats=5, number=20, device="cpu"):
         synchronize(device)
         best = min(best, (time.perf_counter() - start) / number)
     return best
+
+
+def interleaved_ratio(ours, peer, number, rounds=5):
+    """Best time of ``ours`` / best time of ``peer`` (``number`` calls each), timed in alternating
+    rounds so that load from elsewhere on a shared machine falls on both alike."""
+    ours_times, peer_times = [], []
+    for _ in range(rounds):
+        ours_times.append(best_time(ours, repeats=1, number=number))
+        peer_times.append(best_time(peer, repeats=1, number=number))
+    return min(ours_times) / min(peer_times)

@@ -140,7 +140,6 @@ class ClassifierMetrics(Recorder):
         return values
 
 
-
 class ReluCrossings(Recorder):
     """Kinks crossed: how many (training example, ReLU unit) pairs switched on or off since the last record.
 

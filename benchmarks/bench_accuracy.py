@@ -9,7 +9,8 @@ from .common import make_problem
 
 
 def gd_gf_gap(problem, lr, steps, record_every, gf=None):
-    """max over recorded t of ‖θ_k − θ(kη)‖ and the final gap relative to ‖θ(T) − θ0‖."""
+    """max over recorded t of ‖θ_k − θ(kη)‖ and the final gap relative to ‖θ(T) − θ0‖, against ``gf``
+    (a flow solver or its name; default plain ``gf``)."""
     runs = [gfbench.run(problem, solver, lr=lr, steps=steps, record_every=record_every, save_params=True,
                         progress=False) for solver in ("gd", gf or "gf")]
     gap = np.linalg.norm(runs[0].theta.values - runs[1].theta.values, axis=1)
@@ -62,3 +63,22 @@ class GapAtPaperStepSize:
         return float(gd_gf_gap(self.problem, 1e-3, steps, steps // 10, gf)[1])
 
     track_relative_gap.unit = "relative distance"
+
+
+class FlowGapOrder:
+    """Observed order of the gap ‖θ_k − θ(kη)‖ at T = kη = 2 for each continuous model of GD (1 for GF,
+    2 for IGR and second_order), on a small deep_linear (d = 36, Gaussian init), η = 0.1, 0.05, 0.025."""
+
+    params = (["gf", "igr", "second_order"],)
+    param_names = ["solver"]
+
+    def setup(self, solver):
+        self.problem = gfbench.get_problem("deep_linear", input_dim=4, width=4, init="gaussian", init_std=0.5)
+
+    def track_observed_order(self, solver):
+        lrs = [0.1, 0.05, 0.025]
+        # Recording only t = 0 and T makes the "max over recorded t" the gap at T.
+        gaps = [gd_gf_gap(self.problem, lr, round(2.0 / lr), round(2.0 / lr), solver)[0] for lr in lrs]
+        return float(np.mean(np.log2(np.array(gaps[:-1]) / np.array(gaps[1:]))))
+
+    track_observed_order.unit = "order"

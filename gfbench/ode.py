@@ -28,17 +28,20 @@ DEFAULT_TOLERANCES = {torch.float64: (1e-9, 1e-11), torch.float32: (1e-5, 1e-7)}
 
 FLOW_PARAMETERS = (
     Param("method", str, "dopri5", "torchdiffeq adaptive Runge-Kutta method", choices=ADAPTIVE_METHODS),
-    Param("rtol", float, None, "relative tolerance; auto: 1e-9 in float64, 1e-5 in float32", bounds=POSITIVE),
-    Param("atol", float, None, "absolute tolerance; auto: 1e-11 in float64, 1e-7 in float32", bounds=POSITIVE),
+    Param("rtol", float, None, "relative tolerance; auto: the problem's, else 1e-9 in float64, 1e-5 in float32",
+          bounds=POSITIVE),
+    Param("atol", float, None, "absolute tolerance; auto: the problem's, else 1e-11 in float64, 1e-7 in float32",
+          bounds=POSITIVE),
     Param("max_steps", int, 100_000, "most solver steps (accepted+rejected) between two record times",
           bounds=AT_LEAST_ONE),
     Param("max_rejections", int, 100, "most consecutive rejected steps before giving up", bounds=AT_LEAST_ONE),
 )
 
 
-def flow_options(options: dict, dtype: torch.dtype) -> dict:
-    """``options`` with automatic tolerances filled in for ``dtype``."""
-    rtol, atol = DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
+def flow_options(options: dict, problem, dtype: torch.dtype) -> dict:
+    """``options`` with automatic tolerances filled in: the problem's ``flow_tolerances`` for
+    ``dtype`` if it has them, else DEFAULT_TOLERANCES."""
+    rtol, atol = problem.flow_tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
     resolved = dict(options)
     resolved["rtol"] = rtol if options["rtol"] is None else options["rtol"]
     resolved["atol"] = atol if options["atol"] is None else options["atol"]
@@ -158,10 +161,10 @@ class FlowSolver(Solver):
     def flow(self, field, theta0: torch.Tensor, lr: float) -> Flow:
         ...
 
-    def effective_options(self, dtype):
-        return flow_options(self.options, dtype)
+    def effective_options(self, problem, dtype):
+        return flow_options(self.options, problem, dtype)
 
     def start(self, field, theta0, lr) -> FlowIntegration:
         flow = self.flow(field, theta0, lr)
         return FlowIntegration(field, theta0, lr, rhs=flow.rhs, y0=flow.y0, to_theta=flow.to_theta,
-                               options=flow_options(self.options, theta0.dtype))
+                               options=flow_options(self.options, field.problem, theta0.dtype))

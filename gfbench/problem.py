@@ -34,6 +34,8 @@ class Problem(Configurable):
     - ``sample_init(generator)``: θ0 as a float64 CPU tensor of shape (d,);
     - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
 
+    ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
+    generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
     ``recorders()`` may return problem-specific diagnostics recorded along every trajectory,
     ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
     closed-form curvature constants.
@@ -43,6 +45,9 @@ class Problem(Configurable):
     kind: ClassVar[str] = "problem"
     default_lr: ClassVar[float]
     default_steps: ClassVar[int]
+    #: Default (rtol, atol) of the adaptive flows by dtype on this problem; absent dtypes use
+    #: gfbench.ode.DEFAULT_TOLERANCES.
+    flow_tolerances: ClassVar[dict[torch.dtype, tuple[float, float]]] = {}
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

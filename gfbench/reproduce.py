@@ -31,9 +31,8 @@ PAPER_LR = 1e-3
 #: minutes per network and already shows the drift staying far below the distance travelled.
 SCALES = {"paper": 10_000, "small": 1_000}
 CHECKPOINTS = 100
-#: Tolerances of the GF reference. ReLU networks have kinks where a unit's pre-activation crosses
-#: zero, where adaptive steps shrink; the default rtol 1e-9 crawls there (relu_fc, n_train=1000,
-#: T = 1: rtol 1e-6 takes 782 evaluations, 1e-7 takes 3800), so the reference uses rtol 1e-8.
+#: Tolerances of the GF reference, the same for every net (the ReLU nets' own default,
+#: gfbench.classifier.RELU_FLOW_TOLERANCES, where the generic rtol 1e-9 crawls at the kinks).
 GF_OPTIONS = {"rtol": 1e-8, "atol": 1e-10}
 
 

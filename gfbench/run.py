@@ -52,8 +52,8 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The dataset attributes that pin down what the run computes (not when, where or how fast)."""
         return {"problem": self.problem.name, "problem_params": self.problem.params, "solver": self.solver.name,
-                "solver_options": self.solver.effective_options(self.dtype), "lr": self.lr, "steps": self.steps,
-                "record_every": self.record_every, "save_params": self.save_params, "seed": self.seed,
+                "solver_options": self.solver.effective_options(self.problem, self.dtype), "lr": self.lr,
+                "steps": self.steps, "record_every": self.record_every, "save_params": self.save_params, "seed": self.seed,
                 "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
 
     def produced(self, attrs: Mapping[str, Any]) -> bool:

@@ -64,6 +64,6 @@ class Solver(Configurable):
         """Raise ConfigError if this solver cannot run on ``problem``; called by ``check_run_config``
         before any computation. Every problem is accepted unless a solver says otherwise."""
 
-    def effective_options(self, dtype: torch.dtype) -> dict[str, Any]:
-        """Options as used for ``dtype`` (automatic defaults filled in), written to the dataset."""
+    def effective_options(self, problem, dtype: torch.dtype) -> dict[str, Any]:
+        """Options as used on ``problem`` in ``dtype`` (automatic defaults filled in), written to the dataset."""
         return dict(self.params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gfbench.classifier import CLASSIFIER_PARAMETERS, MNISTClassifier, torch_default_init_
+from gfbench.classifier import CLASSIFIER_PARAMETERS, RELU_FLOW_TOLERANCES, MNISTClassifier, torch_default_init_
 from gfbench.params import Param
 
 
@@ -44,6 +44,7 @@ class CNN(MNISTClassifier):
     """
 
     name = "cnn"
+    flow_tolerances = RELU_FLOW_TOLERANCES
     parameters = (
         Param("arch", str, "subsample", "architecture", choices=tuple(ARCHITECTURES)),
         Param("init", str, "paper", "paper: Xavier on FC weights, torch default elsewhere; xavier: on every weight",

@@ -6,7 +6,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from gfbench.classifier import CLASSIFIER_PARAMETERS, MNISTClassifier, torch_default_init_
+from gfbench.classifier import CLASSIFIER_PARAMETERS, RELU_FLOW_TOLERANCES, MNISTClassifier, torch_default_init_
 from gfbench.params import ConfigError, Param
 
 
@@ -67,3 +67,4 @@ class ReluFC(FullyConnected):
 
     name = "relu_fc"
     activation = nn.ReLU
+    flow_tolerances = RELU_FLOW_TOLERANCES

@@ -1,5 +1,6 @@
 """linear_fc, relu_fc and cnn against hand-written forward passes and a plain torch.optim.SGD loop."""
 import copy
+import json
 import math
 
 import numpy as np
@@ -136,3 +137,16 @@ def test_relu_crossings_need_relu_units(mnist_env):
     with pytest.raises(ValueError, match="no ReLU units"):
         gfbench.run(gfbench.get_problem("linear_fc", n_train=5, hidden="4"), "gd", lr=0.01, steps=2,
                     recorders=[ReluCrossings()], progress=False)
+
+
+@pytest.mark.parametrize("name,dtype,options,expected", [
+    ("relu_fc", "float64", {}, (1e-8, 1e-10)),           # the ReLU nets' own defaults
+    ("relu_fc", "float64", {"rtol": 1e-6}, (1e-6, 1e-10)),  # an explicit option wins, the other stays the problem's
+    ("relu_fc", "float32", {}, (1e-5, 1e-7)),            # no problem default for float32: the generic one
+    ("linear_fc", "float64", {}, (1e-9, 1e-11)),          # smooth: the generic float64 default
+])
+def test_flow_tolerances_default_to_the_problems(mnist_env, name, dtype, options, expected):
+    problem = gfbench.get_problem(name, n_train=5, hidden="4")
+    ds = gfbench.run(problem, gfbench.get_solver("gf", **options), lr=0.001, steps=2, dtype=dtype, progress=False)
+    used = json.loads(ds.attrs["solver_options"])
+    assert (used["rtol"], used["atol"]) == expected

@@ -102,7 +102,7 @@ class FlowIntegration(Integration):
 
     def __init__(self, field, theta0: torch.Tensor, lr: float, *, rhs: Callable[[torch.Tensor], torch.Tensor],
                  y0: torch.Tensor | None = None, to_theta: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 options: dict) -> None:
+                 error_norm: Callable[[torch.Tensor], torch.Tensor] | None = None, options: dict) -> None:
         super().__init__(field, theta0, lr)
         y0 = theta0 if y0 is None else y0
         self.to_theta = to_theta or (lambda y: y)
@@ -110,7 +110,8 @@ class FlowIntegration(Integration):
         t0 = torch.zeros(2, dtype=torch.float64, device=y0.device)
         t0[1] = lr  # only t[0] is used to start; the second point satisfies torchdiffeq's checks
         _, func, y0, t0, rtol, atol, method, solver_options, _, _ = _check_inputs(
-            self.func, y0, t0, options["rtol"], options["atol"], options["method"], {}, None, TORCHDIFFEQ_SOLVERS)
+            self.func, y0, t0, options["rtol"], options["atol"], options["method"],
+            {} if error_norm is None else {"norm": error_norm}, None, TORCHDIFFEQ_SOLVERS)
         self.solver = TORCHDIFFEQ_SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **solver_options)
         # The solver's first evaluations (initial step selection) wait for the first advance, where a
         # SolverFailure raised by the right-hand side reaches the run loop as a status.
@@ -141,11 +142,14 @@ class FlowIntegration(Integration):
 @dataclass(frozen=True)
 class Flow:
     """What a continuous solver integrates: dy/dt = ``rhs(y)`` from ``y0`` (θ0 when None), with
-    θ = ``to_theta(y)`` (y itself when None) reported at the record times."""
+    θ = ``to_theta(y)`` (y itself when None) reported at the record times. ``error_norm`` maps the
+    step's error estimate, already divided by atol + rtol·|y|, to the number the step control
+    keeps ≤ 1 (None: torchdiffeq's RMS over all of y)."""
 
     rhs: Callable[[torch.Tensor], torch.Tensor]
     y0: torch.Tensor | None = None
     to_theta: Callable[[torch.Tensor], torch.Tensor] | None = None
+    error_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class FlowSolver(Solver):
@@ -167,4 +171,5 @@ class FlowSolver(Solver):
     def start(self, field, theta0, lr) -> FlowIntegration:
         flow = self.flow(field, theta0, lr)
         return FlowIntegration(field, theta0, lr, rhs=flow.rhs, y0=flow.y0, to_theta=flow.to_theta,
+                               error_norm=flow.error_norm,
                                options=flow_options(self.options, field.problem, theta0.dtype))

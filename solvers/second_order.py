@@ -7,6 +7,7 @@ from gfbench.ode import FLOW_PARAMETERS, Flow, FlowSolver
 from gfbench.params import Param
 
 INITIAL_VELOCITIES = ("slow_manifold", "gradient", "zero")
+ERROR_CONTROLS = ("state", "theta")
 
 
 class SecondOrder(FlowSolver):
@@ -40,6 +41,8 @@ class SecondOrder(FlowSolver):
     parameters = FLOW_PARAMETERS + (
         Param("initial_velocity", str, "slow_manifold", "v(0): slow_manifold = -grad f - (lr/2) H grad f, "
               "gradient = -grad f, zero = 0", choices=INITIAL_VELOCITIES),
+        Param("error_control", str, "state", "step control on the error of (theta, v) or of theta alone",
+              choices=ERROR_CONTROLS),
     )
 
     def flow(self, field, theta0, lr) -> Flow:
@@ -57,4 +60,8 @@ class SecondOrder(FlowSolver):
             theta, v = y[:d], y[d:]
             return torch.cat([v, (2.0 / lr) * (-field.gradient(theta) - v)])
 
-        return Flow(rhs=rhs, y0=torch.cat([theta0, v0]), to_theta=lambda y: y[:d])
+        def theta_rms(scaled_error):
+            return scaled_error[:d].pow(2).mean().sqrt()
+
+        return Flow(rhs=rhs, y0=torch.cat([theta0, v0]), to_theta=lambda y: y[:d],
+                    error_norm=theta_rms if self.options["error_control"] == "theta" else None)

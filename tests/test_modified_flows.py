@@ -137,9 +137,10 @@ def _second_order_closed_form(problem, x0, v0, lr, times):
 
 @pytest.mark.parametrize("lr,lambda_max", [(0.05, 2.0), (0.6, 2.0)])  # 2ηλmax = 0.2 (real roots), 2.4 (complex)
 @pytest.mark.parametrize("initial_velocity", ["slow_manifold", "gradient", "zero"])
-def test_second_order_equals_the_linear_ode_solution(lr, lambda_max, initial_velocity):
+@pytest.mark.parametrize("error_control", ["state", "theta"])
+def test_second_order_equals_the_linear_ode_solution(lr, lambda_max, initial_velocity, error_control):
     problem = _quadratic(lambda_max=lambda_max)
-    solver = gfbench.get_solver("second_order", initial_velocity=initial_velocity)
+    solver = gfbench.get_solver("second_order", initial_velocity=initial_velocity, error_control=error_control)
     ds = gfbench.run(problem, solver, lr=lr, steps=100, seed=3, save_params=True, record_every=5, progress=False)
     a, x0 = problem.hessian().numpy(), _offset0(problem, 3)
     v0 = {"slow_manifold": -a @ x0 - lr / 2 * a @ a @ x0, "gradient": -a @ x0, "zero": 0 * x0}[initial_velocity]

@@ -35,6 +35,14 @@ class SecondOrder(FlowSolver):
     NFE; NFE grows like 1/η. An implicit method (Radau, BDF) would factor the 2d × 2d Jacobian,
     which holds the Hessian: O(d³) work and O(d²) memory, where explicit stepping keeps O(d).
     Same options and tolerances as ``gf``.
+
+    Step control (``error_control``): ``state`` (default) keeps the error estimate of all of
+    (θ, v) within tolerance. Where ∇f jumps (ReLU kinks) v̇ jumps by (2/η)·Δ∇f, and resolving
+    that in v costs many rejected steps per kink: relu_fc (n_train 1000, η = 0.001) to T = 0.02
+    took 75,092 evaluations at rtol 1e-8. ``theta`` measures the error of θ alone (a seminorm):
+    an error in v relaxes at rate 2/η and reaches θ only through θ̇ = v, where it is controlled.
+    The same run took 368 evaluations at rtol 1e-8 and 752 at 1e-9, 5e-6 from the state-controlled
+    θ (the GD gap there is 5.5e-5). On the quadratic both meet the closed form to 1e-7.
     """
 
     name = "second_order"

@@ -115,7 +115,7 @@ def test_reproduce_fig1_resume_reuses_only_matching_completed_runs(tmp_path):
     rerun = {p.name for p in tmp_path.glob("deep_linear-*.nc") if p.stat().st_mtime_ns != stamp.get(p.name)}
     assert rerun == {"deep_linear-gd-eta0_2.nc", "deep_linear-gf.nc", "deep_linear-comparison.nc"}
     assert gfbench.load(tmp_path / "deep_linear-gd-eta0.nc").attrs["created"] == created["deep_linear-gd-eta0.nc"]
-    assert again.runs["deep_linear"]["gf"].attrs["solver_options"] != first.runs["deep_linear"]["gf"].attrs["solver_options"]
-    xr.testing.assert_identical(again.runs["deep_linear"]["gd lr=eta0"], first.runs["deep_linear"]["gd lr=eta0"])
-    np.testing.assert_array_equal(again.runs["deep_linear"]["gd lr=eta0/2"].theta,
-                                  first.runs["deep_linear"]["gd lr=eta0/2"].theta)
+    before, after = first.runs["deep_linear"], again.runs["deep_linear"]
+    assert after["gf"].attrs["solver_options"] != before["gf"].attrs["solver_options"]
+    xr.testing.assert_identical(after["gd lr=eta0"], before["gd lr=eta0"])
+    np.testing.assert_array_equal(after["gd lr=eta0/2"].theta, before["gd lr=eta0/2"].theta)

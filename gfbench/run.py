@@ -53,8 +53,8 @@ class RunConfig:
         """The dataset attributes that pin down what the run computes (not when, where or how fast)."""
         return {"problem": self.problem.name, "problem_params": self.problem.params, "solver": self.solver.name,
                 "solver_options": self.solver.effective_options(self.problem, self.dtype), "lr": self.lr,
-                "steps": self.steps, "record_every": self.record_every, "save_params": self.save_params, "seed": self.seed,
-                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+                "steps": self.steps, "record_every": self.record_every, "save_params": self.save_params,
+                "seed": self.seed, "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
 
     def produced(self, attrs: Mapping[str, Any]) -> bool:
         """Whether a dataset with ``attrs`` is this configuration's completed run (e.g. a file to reuse)."""

@@ -31,8 +31,9 @@ class SecondOrder(FlowSolver):
     is about one step per GD step, so on the GD time axis the stiffness is mild and the adaptive
     explicit methods of ``gf`` are used; their step control finds the limit by itself. Measured
     on deep_linear (defaults, η = 0.01, T = 30): 4.4 gradient evaluations per GD step (5.3 with
-    ``error_control=state``), i.e. ~28× gf's NFE; NFE grows like 1/η. An implicit method (Radau, BDF) would factor the 2d × 2d Jacobian,
-    which holds the Hessian: O(d³) work and O(d²) memory, where explicit stepping keeps O(d).
+    ``error_control=state``), i.e. ~28× gf's NFE; NFE grows like 1/η. An implicit method
+    (Radau, BDF) would factor the 2d × 2d Jacobian, which holds the Hessian: O(d³) work and
+    O(d²) memory, where explicit stepping keeps O(d).
     Same options and tolerances as ``gf``.
 
     Step control (``error_control``): ``theta`` (default) measures the error estimate of θ alone

@@ -96,6 +96,8 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
         if runs[net][label] is None:
             runs[net][label] = run(problems[net], solvers[solver], progress=progress, **settings)
             save(runs[net][label], path)
+        elif progress:
+            tqdm.write(f"reusing {path} (same configuration, completed)")
 
     comparisons = {}
     for net in nets:

@@ -56,19 +56,14 @@ class GradientField:
         ``hvp``. Counts one gradient evaluation in ``n_evals`` and one product in ``n_hvp``; the
         gradient is cached like ``loss_and_grad``'s.
         """
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            loss = self.problem.loss(leaf)
-            (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
-            if grad.requires_grad:
-                (product,) = torch.autograd.grad(grad, leaf, grad_outputs=grad.detach(), allow_unused=True,
-                                                 materialize_grads=True)
-            else:  # f is affine: the gradient does not depend on θ
-                product = torch.zeros_like(grad)
+        from .curvature.hessian import HessianOperator  # lazy: gfbench.curvature imports this module
+
+        operator = HessianOperator(self.problem, theta)
+        product = operator.matvec(operator.gradient)
         self.n_evals += 1
         self.n_hvp += 1
-        self._theta, self._loss, self._grad = theta, loss.detach(), grad.detach()
-        return self._grad, product.detach()
+        self._theta, self._loss, self._grad = theta, operator.loss, operator.gradient
+        return operator.gradient, product
 
     def hessian(self, theta: torch.Tensor) -> torch.Tensor:
         """The dense Hessian ∇²f(θ) (d × d, symmetrised), as d batched Hessian-vector products.

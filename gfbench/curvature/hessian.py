@@ -40,7 +40,9 @@ class HessianOperator:
     """v ↦ ∇²f(θ) v for ``problem.loss`` at a fixed θ, on flat vectors of θ's shape, dtype and device.
 
     ``n_matvec`` counts the products. Grad mode is enabled inside, so the operator works under
-    the run loop's ``torch.no_grad()``; nothing outside (θ, the problem) is modified.
+    the run loop's ``torch.no_grad()``; nothing outside (θ, the problem) is modified. With
+    double backward, ``loss`` and ``gradient`` are f(θ) and ∇f(θ) (detached) from the graph built
+    for the products, so a caller needing both pays for one gradient.
     """
 
     def __init__(self, problem, theta: torch.Tensor, method: str = DEFAULT_HVP) -> None:
@@ -55,7 +57,9 @@ class HessianOperator:
         if method == "double_backward":
             with torch.enable_grad():
                 self._leaf = self.theta.clone().requires_grad_(True)
-                (self._grad,) = torch.autograd.grad(problem.loss(self._leaf), self._leaf, create_graph=True)
+                loss = problem.loss(self._leaf)
+                (self._grad,) = torch.autograd.grad(loss, self._leaf, create_graph=True)
+            self.loss, self.gradient = loss.detach(), self._grad.detach()
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²f(θ) v, detached."""

@@ -10,7 +10,7 @@ class IGR(FlowSolver):
     GD's modified equation to first order in η: θ_k − θ(kη) = O(η²) on a fixed horizon, where
     gradient flow has O(η). On a quadratic θ(t) = θ* + exp(−t(A + ηA²/2))(θ0 − θ*). Each
     evaluation is one gradient with its graph and one double backward through it (counted in
-    ``n_evals`` and ``n_hvp``), 0.66–0.68 of the time of a plain gradient followed by a separate
+    ``n_evals`` and ``n_hvp``), 0.66–0.71 of the time of a plain gradient followed by a separate
     HVP (asv ``IGREvaluationVsSeparateHVP``); integrated like ``gf`` (same options and tolerances).
     """
 

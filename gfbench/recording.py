@@ -141,11 +141,20 @@ class Recording:
                        for name, var in self.variables.items()}
         self.n_filled = 0
 
-    def record(self, point: RecordPoint) -> None:
-        for recorder in self.recorders:
-            for name, value in recorder.record(point).items():
-                self.arrays[name][point.index] = value
+    def record(self, point: RecordPoint) -> list[str]:
+        """Store every recorder's values at ``point``, unless one is ±inf: then store nothing.
+
+        Returns the names of the infinite values (empty when the point was stored). NaN is not
+        checked here: it is the fill for "not evaluated", and the run loop checks θ, f and ∇f.
+        """
+        values = {name: value for recorder in self.recorders for name, value in recorder.record(point).items()}
+        infinite = [name for name, value in values.items() if np.isinf(value).any()]
+        if infinite:
+            return infinite
+        for name, value in values.items():
+            self.arrays[name][point.index] = value
         self.n_filled = point.index + 1
+        return []
 
     def to_dataset(self, times: np.ndarray, steps: np.ndarray) -> xr.Dataset:
         """The filled prefix as a Dataset on the ``time`` axis, finished by each recorder."""

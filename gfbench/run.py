@@ -127,8 +127,8 @@ def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, 
     align point by point. Memory is O(d) plus the recorded arrays (O(steps/r · d) only with
     ``save_params``).
 
-    Stops early, keeping the recorded prefix, when θ or the loss becomes non-finite
-    (``status=diverged``) or the solver fails (``status=solver_failed``, ``message`` says why
+    Stops early, keeping the recorded prefix, when θ, the loss or the gradient becomes
+    non-finite or a recorded value is infinite (``status=diverged``; that point is not stored) or the solver fails (``status=solver_failed``, ``message`` says why
     and at what time). ``recorders`` add variables beyond the schema's core and the problem's own.
     ``curvature_every=K`` adds λmin/λmax of the Hessian at every K-th record point and the last
     (``curvature_k`` extreme pairs at each end, Lanczos tolerance ``curvature_tol``; see
@@ -162,10 +162,14 @@ def run(problem: Problem | str, solver: Solver | str, *, lr: float, steps: int, 
                 status, message = "solver_failed", f"{solver.name}: {failure}"
                 break
             point = RecordPoint(index, int(step), float(times[index]), theta, theta0, field, problem)
-            if not (torch.isfinite(theta).all() and torch.isfinite(point.loss)):
-                status, message = "diverged", f"non-finite parameters or loss at step {int(step)} (t={times[index]:g})"
+            where = f"at step {int(step)} (t={times[index]:g})"
+            if not (torch.isfinite(theta).all() and torch.isfinite(point.loss) and torch.isfinite(point.grad).all()):
+                status, message = "diverged", f"non-finite parameters, loss or gradient {where}"
                 break
-            recording.record(point)
+            infinite = recording.record(point)
+            if infinite:
+                status, message = "diverged", f"infinite {', '.join(infinite)} {where}"
+                break
             bar.update(int(step) - bar.n)
     wall_time = wallclock.perf_counter() - started
 

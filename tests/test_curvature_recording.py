@@ -98,3 +98,15 @@ def test_curvature_recorder_checks_its_options():
         CurvatureRecorder(3000, 0.1, eigensolver="dense")
     with pytest.raises(gfbench.ConfigError, match="eigensolver must be one of lanczos, dense"):
         CurvatureRecorder(10, 0.1, eigensolver="arpack")
+
+
+def test_unconverged_eigensolves_are_stored_as_nan_counted_and_warned():
+    problem = gfbench.get_problem("quadratic", dim=50, lambda_min=0.1, lambda_max=2.0)
+    recorder = CurvatureRecorder(problem.dim, 0.1, every=2, max_iter=3)  # 3 products cannot reach 1e-6
+    with pytest.warns(RuntimeWarning, match=r"missed curvature_tol=1e-06 after 3 products .* stored as NaN"):
+        ds = gfbench.run(problem, "gd", lr=0.1, steps=4, progress=False, recorders=[recorder])
+    assert np.isnan(ds.hessian_min_eig.values).all() and np.isnan(ds.hessian_max_eig.values).all()
+    evaluated = [0, 2, 4]
+    assert (ds.hessian_eig_residual.values[evaluated] > 1e-6 * 2.0).all()  # the miss stays visible
+    assert ds.attrs["curvature_unconverged"] == 3 == ds.attrs["curvature_evaluations"]
+    assert np.isnan(ds.curvature_integral.values).all()

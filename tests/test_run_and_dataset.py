@@ -66,6 +66,37 @@ def test_divergence_keeps_the_finite_prefix():
     assert ds.loss.values[-1] > 1e100
 
 
+@pytest.mark.parametrize("curvature_every", [None, 1])
+def test_divergence_never_stores_an_infinite_value(tmp_path, curvature_every):
+    # deep_linear at lr 5: the gradient stays finite one step longer than its norm does
+    ds = gfbench.run("deep_linear", "gd", lr=5, steps=50, curvature_every=curvature_every, progress=False)
+    assert ds.attrs["status"] == "diverged" and "at step" in ds.attrs["message"]
+    assert 1 <= ds.sizes["time"] < 51
+    for name, var in ds.variables.items():
+        assert not np.isinf(var.values).any(), name
+    loaded = gfbench.load(gfbench.save(ds, tmp_path / "d.nc"))
+    assert all(not np.isinf(var.values).any() for var in loaded.variables.values())
+
+
+class InfiniteAt(gfbench.Recorder):
+    """Records 1.0, then +inf from record index ``index`` on."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def variables(self):
+        return [gfbench.Variable("blows", "a value that becomes infinite", "1")]
+
+    def record(self, point):
+        return {"blows": np.inf if point.index >= self.index else 1.0}
+
+
+def test_an_infinite_recorded_value_ends_the_run_as_diverged_before_that_point():
+    ds = gfbench.run("quadratic", "gd", lr=0.1, steps=10, progress=False, recorders=[InfiniteAt(4)])
+    assert ds.attrs["status"] == "diverged" and ds.attrs["message"] == "infinite blows at step 4 (t=0.4)"
+    assert list(ds.step.values) == [0, 1, 2, 3] and (ds.blows.values == 1.0).all()
+
+
 class Blowup(Problem):
     """f(θ) = −θ⁴/4: GF θ' = θ³ from θ0 = 1.05 reaches infinity at t_e = 1/(2θ0²) ≈ 0.4535."""
 

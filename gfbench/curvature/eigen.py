@@ -20,6 +20,8 @@ CHECK_SPACING = 20
 #: Weight of a fresh random direction mixed into a warm start, so that a start vector that lacks
 #: the new extreme eigendirection (eigenvalues crossing along a trajectory) still reaches it.
 WARM_START_NOISE = 1e-2
+#: Projection passes after which a new basis column still cancelling counts as inside the span.
+MAX_PROJECTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,40 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
 
 
 def _next_block(remainder: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor, random_block) -> torch.Tensor:
-    """An orthonormal basis of range(remainder), directions below rounding replaced by random ones."""
-    gram_values, gram_vectors = torch.linalg.eigh(remainder.T @ remainder)
-    floor = (torch.finfo(remainder.dtype).eps * scale * remainder.shape[0]) ** 2
-    keep = gram_values > floor
-    block = remainder @ gram_vectors / gram_values.clamp_min(floor).sqrt()
-    if not keep.all():
-        block[:, ~keep] = random_block(int((~keep).sum()))
-        block = _orthogonalise(block, basis)  # ``remainder`` already is; the random columns are not
-    return torch.linalg.qr(block)[0]
+    """Orthonormal columns spanning range(remainder) and orthogonal to ``basis``; deflated ones made random.
+
+    ``remainder`` is orthogonal to ``basis`` only up to rounding relative to the product it came
+    from, ‖HQ‖ ε. Normalising a column that is small (the Krylov space nearly invariant in that
+    direction, as for a low-rank Hessian) magnifies that rounding by ‖HQ‖/‖column‖: without a
+    further projection the new block lies partly inside span(basis), the basis stops being
+    orthonormal and Ritz values leave the spectrum (seen: −0.466 for a true λmin of −0.128).
+    So each column is Gram–Schmidt-projected against the basis and the columns before it until
+    a pass keeps at least half its norm (Daniel–Gragg–Kaufman–Stewart: the result is then
+    orthogonal to working precision), then normalised. A column below rounding (ε · ‖H‖ · n), or
+    one that cancels in every pass (it lies in the span), is replaced by a random direction.
+    """
+    floor = torch.finfo(remainder.dtype).eps * scale * remainder.shape[0]
+    accepted: list[torch.Tensor] = []
+    for column in remainder.T:
+        against = torch.cat([basis, torch.stack(accepted)]) if accepted else basis
+        candidate = column if torch.linalg.vector_norm(column) > floor else random_block(1)[:, 0]
+        while (unit := _project_out(candidate, against)) is None:
+            candidate = random_block(1)[:, 0]
+        accepted.append(unit)
+    return torch.stack(accepted, dim=1)
+
+
+def _project_out(vector: torch.Tensor, basis: torch.Tensor) -> torch.Tensor | None:
+    """``vector`` projected off the orthonormal rows of ``basis`` and normalised, or None if it lies in their span."""
+    for _ in range(MAX_PROJECTIONS):
+        before = torch.linalg.vector_norm(vector)
+        vector = vector - basis.T @ (basis @ vector)
+        after = torch.linalg.vector_norm(vector)
+        if after == 0:
+            return None
+        if after >= 0.5 * before:
+            return vector / after
+    return None
 
 
 def dense_eigenpairs(matrix: torch.Tensor, *, k: int = 1, which: str = "both") -> EigenResult:

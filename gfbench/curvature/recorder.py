@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time as wallclock
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -61,22 +62,24 @@ class CurvatureRecorder(Recorder):
 
     ``dim`` is the problem's d and ``lr`` the run's step size η (for ``sharpness_times_lr``).
 
-    Variables: ``hessian_min_eig``, ``hessian_max_eig`` (NaN where not evaluated),
+    Variables: ``hessian_min_eig``, ``hessian_max_eig`` (NaN where not evaluated or not converged),
     ``hessian_eig_residual`` (largest Lanczos residual ‖Hy − λy‖ of the pairs), and with k > 1
     ``hessian_eigs`` (time, eig): the k smallest then the k largest eigenvalues. ``finish`` adds
     ``curvature_integral`` μ(t) = ∫_0^t −λmin(s) ds (λmin linear between evaluated points, NaN
     after the last one) and ``sharpness_times_lr`` η·λmax (GD on a quadratic is stable iff < 2).
 
-    Each evaluation runs ``lanczos`` on a HessianOperator (``hvp`` method), warm-started from the
-    previous evaluation's Ritz vectors, or, with ``eigensolver="dense"``, ``eigh`` of the dense
-    Hessian (d ≤ 2000). The HVPs do not go through the run's GradientField: attrs report their
+    Each evaluation runs ``lanczos`` on a HessianOperator (``hvp`` method, at most ``max_iter``
+    products; default ``lanczos``'s), warm-started from the previous evaluation's Ritz vectors,
+    or, with ``eigensolver="dense"``, ``eigh`` of the dense Hessian (d ≤ 2000). A solve that
+    misses the tolerance stores NaN eigenvalues (its residual is kept, so the miss is visible),
+    counts in ``curvature_unconverged`` and warns (RuntimeWarning); it is never stored as a value. The HVPs do not go through the run's GradientField: attrs report their
     count and wall time separately (``curvature_n_hvp``, ``curvature_wall_time_s``; the run's
     ``wall_time_s`` includes the latter).
     """
 
     def __init__(self, dim: int, lr: float, *, every: int = 1, k: int = 1, tol: float = DEFAULT_TOL,
                  hvp: str = DEFAULT_HVP, eigensolver: str = "lanczos", final_index: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, max_iter: int | None = None) -> None:
         check_curvature_options(dim, every, k, tol, hvp, eigensolver)
         self.lr = lr
         self.every = every
@@ -86,6 +89,7 @@ class CurvatureRecorder(Recorder):
         self.eigensolver = eigensolver
         self.final_index = final_index
         self.seed = seed
+        self.max_iter = max_iter
         self.n_hvp = 0
         self.n_evaluations = 0
         self.n_unconverged = 0
@@ -112,14 +116,21 @@ class CurvatureRecorder(Recorder):
             result = dense_eigenpairs(dense_hessian(point.problem, point.theta), k=self.k)
         else:
             operator = HessianOperator(point.problem, point.theta, self.hvp)
-            result = lanczos(operator, k=self.k, tol=self.tol, seed=self.seed, v0=self._previous_vectors)
+            result = lanczos(operator, k=self.k, tol=self.tol, seed=self.seed, max_iter=self.max_iter,
+                             v0=self._previous_vectors)
             self._previous_vectors = result.eigenvectors
             self.n_hvp += operator.n_matvec
-            self.n_unconverged += not result.converged
         self.n_evaluations += 1
         self.wall_time += wallclock.perf_counter() - started
-        values = {"hessian_min_eig": result.min, "hessian_max_eig": result.max,
-                  "hessian_eig_residual": float(result.residuals.max())}
+        values = {"hessian_eig_residual": float(result.residuals.max())}
+        if not result.converged:
+            self.n_unconverged += 1
+            warnings.warn(f"Hessian eigensolve at t={point.time:g} (step {point.step}) missed curvature_tol="
+                          f"{self.tol:g} after {result.iterations} products (largest residual "
+                          f"{values['hessian_eig_residual']:.3g}); its eigenvalues are stored as NaN",
+                          RuntimeWarning, stacklevel=2)
+            return values
+        values.update(hessian_min_eig=result.min, hessian_max_eig=result.max)
         if self.k > 1:
             values["hessian_eigs"] = result.eigenvalues.detach().cpu().double().numpy()
         return values
@@ -131,7 +142,7 @@ class CurvatureRecorder(Recorder):
               if evaluated.any() else np.full(times.shape, np.nan))
         return ds.assign(
             curvature_integral=("time", mu, {"long_name": "mu(t) = integral from 0 to t of -lambda_min dt "
-                                                          "(trapezoid over evaluated points)", "units": "1"}),
+                                                          "(trapezoid over converged evaluations)", "units": "1"}),
             sharpness_times_lr=("time", self.lr * ds.hessian_max_eig.values,
                                 {"long_name": "lr * lambda_max (2 is GD's stability edge on a quadratic)",
                                  "units": "1"}),

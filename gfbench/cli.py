@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SOLVER_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 EXIT_MEMBERS_FAILED = 5
@@ -29,62 +29,87 @@ class _UsageError(Exception):
     pass
 
 
+def _add_setting_flags(parser, names, *, comma_lists: bool = False) -> None:
+    """One flag per run setting of ``gfbench.spec.RUN_SETTINGS``, e.g. ``--record-every``, from its declaration.
+
+    Values are read by the setting's type (``comma_lists``: kept as text, comma-separated values
+    for sweeps); bool settings are plain switches.
+    """
+    from gfbench.spec import SETTINGS_BY_NAME
+
+    for name in names:
+        setting = SETTINGS_BY_NAME[name]
+        flag = "--" + name.replace("_", "-")
+        if setting.type is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=setting.help)
+            continue
+        default = "auto" if setting.default is None else setting.default
+        plural = ", comma-separated to sweep" if comma_lists else ""
+        parser.add_argument(flag, metavar=name.upper(), type=None if comma_lists else _text_type(setting),
+                            help=f"{setting.help} (default {default}{plural})")
+
+
+def _text_type(setting):
+    """An argparse ``type`` reading one value of ``setting``; bounds and choices are checked later.
+
+    It bears the type's name, so that argparse reports e.g. "invalid int value: 'x'".
+    """
+    def parse(text: str):
+        return setting.parse(text, setting.name)
+
+    parse.__name__ = setting.type.__name__
+    return parse
+
+
+def _given_settings(args, names) -> dict[str, Any]:
+    """The run settings given on the command line, by name."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def _add_run_parser(commands) -> None:
+    from gfbench.spec import SETTINGS_BY_NAME
+
     run = commands.add_parser("run", help="run a solver on a problem and write a netCDF dataset",
                               description="Run SOLVER on PROBLEM from theta0 = init(seed) to t = steps*lr and "
                                           "write the trajectory as a netCDF dataset.")
     run.add_argument("--problem", required=True, help="problem name (see 'gfbench list')")
     run.add_argument("--solver", required=True, help="solver name (see 'gfbench list')")
-    run.add_argument("--lr", type=float, help="step size eta; time t = k*eta (default: the problem's)")
-    run.add_argument("--steps", type=int, help="number of GD steps k, so T = steps*lr (default: the problem's)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the initial point theta0 (default 0)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="problem parameter (repeatable)")
     run.add_argument("--data-dir", help="folder holding MNIST/raw/ for problems that read MNIST "
                                         "(same as --param data_dir=...; default $GFBENCH_DATA)")
     run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                      help="solver option (repeatable)")
-    run.add_argument("--record-every", type=int, default=1, help="record every r steps (default 1)")
-    run.add_argument("--save-params", action="store_true", help="also record theta at every record point")
-    run.add_argument("--curvature-every", type=int, metavar="K",
-                     help="record Hessian lambda_min/lambda_max at every K-th record point and the last")
-    run.add_argument("--curvature-k", type=int, default=1, help="extreme eigenvalues per end (default 1)")
-    run.add_argument("--curvature-tol", type=float, default=1e-6,
-                     help="Lanczos residual tolerance relative to ||H|| (default 1e-6)")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    run.add_argument("--dtype", default="float64", help="float64 or float32 (default float64)")
+    _add_setting_flags(run, SETTINGS_BY_NAME)
     run.add_argument("--out", help="output file (default runs/<problem>-<solver>-<timestamp>.nc)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
 def _add_sweep_parser(commands) -> None:
+    from gfbench.spec import SETTINGS_BY_NAME
+
     sweep = commands.add_parser("sweep", help="run the grid of every combination of the given values on dask",
                                 description="Run every combination of the comma-separated values as one dask task "
-                                            "each; write DIR/members/<hash>.nc and the manifest DIR/sweep.json. "
+                                            "each; write DIR/members/<digest>.nc and the manifest DIR/sweep.json. "
                                             "Re-running the same command resumes (finished members are skipped).")
     sweep.add_argument("--problem", required=True, help="problem name(s), comma-separated")
     sweep.add_argument("--solver", required=True, help="solver name(s), comma-separated")
-    sweep.add_argument("--lr", help="step size(s) eta (default: the problem's)")
-    sweep.add_argument("--steps", help="number(s) of GD steps (default: the problem's)")
-    sweep.add_argument("--seed", default="0", help="seed(s) of theta0 (default 0)")
-    sweep.add_argument("--record-every", default="1", help="record every r steps (default 1)")
     sweep.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                        help="problem parameter value(s) (repeatable)")
     sweep.add_argument("--solver-option", action="append", default=[], metavar="KEY=V1,V2",
                        help="solver option value(s) (repeatable; solvers without the option ignore it)")
-    sweep.add_argument("--save-params", action="store_true", help="also record theta at every record point")
-    sweep.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    sweep.add_argument("--dtype", default="float64", help="float64 or float32 (default float64)")
+    _add_setting_flags(sweep, SETTINGS_BY_NAME, comma_lists=True)
     sweep.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     sweep.add_argument("--scheduler", metavar="ADDRESS",
                        help="address of a running dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    sweep.add_argument("--workers", type=int, help="local cluster worker processes (default: one per core)")
-    sweep.add_argument("--torch-threads", type=int,
-                       help="torch threads per task (default: cores // workers locally)")
+    sweep.add_argument("--workers", help="local cluster worker processes (default: one per core)")
+    sweep.add_argument("--torch-threads", help="torch threads per task (default: cores // workers locally)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gfbench.reproduce import FIGURE_SETTINGS
+
     parser = _Parser(prog="gfbench", description="Continuous vs. discrete optimisation of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
@@ -112,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
     reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                            help="problem parameter applied to every net (repeatable)")
+    reproduce.add_argument("--data-dir", help="folder holding MNIST/raw/ (same as --param data_dir=...)")
     reproduce.add_argument("--gf-option", action="append", default=[], metavar="KEY=VALUE",
                            help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
-    reproduce.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    _add_setting_flags(reproduce, FIGURE_SETTINGS)
     reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
     reproduce.add_argument("--resume", action="store_true",
                            help="reuse runs already in --out whose stored configuration is this run's")
@@ -131,13 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _comma_list(text: str, convert, flag: str) -> list:
-    try:
-        return [convert(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise _UsageError(f"{flag} expects a comma list, got {text!r}") from None
-
-
 def _default_out(problem: str, solver: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S_%f")
     folder = Path("runs")
@@ -145,33 +164,33 @@ def _default_out(problem: str, solver: str) -> Path:
     return folder / f"{problem}-{solver}-{stamp}.nc"
 
 
+def _problem_params(args) -> dict[str, str]:
+    """``--param`` assignments, with ``--data-dir`` as the ``data_dir`` parameter."""
+    from gfbench.params import parse_assignments
+
+    params = parse_assignments(args.param, "--param")
+    if args.data_dir is not None:
+        params["data_dir"] = args.data_dir
+    return params
+
+
 def cmd_run(args) -> int:
     import gfbench
     from gfbench.dataset import check_writable
     from gfbench.params import parse_assignments
-    from gfbench.run import check_run_config
+    from gfbench.spec import SETTINGS_BY_NAME, RunSpec
 
-    problem_params = parse_assignments(args.param, "--param")
-    if args.data_dir is not None:
-        problem_params["data_dir"] = args.data_dir
-    problem = gfbench.get_problem(args.problem, **problem_params)
+    problem = gfbench.get_problem(args.problem, **_problem_params(args))
     solver = gfbench.get_solver(args.solver, **parse_assignments(args.solver_option, "--solver-option"))
-    lr = problem.default_lr if args.lr is None else args.lr
-    steps = problem.default_steps if args.steps is None else args.steps
-    curvature = dict(curvature_every=args.curvature_every, curvature_k=args.curvature_k,
-                     curvature_tol=args.curvature_tol)
-    check_run_config(problem, solver, lr=lr, steps=steps, seed=args.seed, record_every=args.record_every,
-                     save_params=args.save_params, device=args.device, dtype=args.dtype, **curvature)
-    out = check_writable(args.out) if args.out else _default_out(problem.name, solver.name)
+    spec = RunSpec.resolve(problem, solver, **_given_settings(args, SETTINGS_BY_NAME))
+    out = check_writable(args.out) if args.out is not None else _default_out(problem.name, solver.name)
 
-    ds = gfbench.run(problem, solver, lr=lr, steps=steps, seed=args.seed, record_every=args.record_every,
-                     save_params=args.save_params, device=args.device, dtype=args.dtype, progress=not args.quiet,
-                     **curvature)
+    ds = gfbench.run(problem, solver, progress=not args.quiet, **spec.settings)
     gfbench.save(ds, out)
     status = ds.attrs["status"]
     if not args.quiet:
         final = ds.isel(time=-1)
-        print(f"{status}: {solver.label} on {problem.label}, lr={lr:g}, steps={steps}")
+        print(f"{status}: {solver.label} on {problem.label}, lr={spec.lr:g}, steps={spec.steps}")
         print(f"  final t={float(final.time):g} (step {int(final.step)}): loss={float(final.loss):.6e}, "
               f"grad_norm={float(final.grad_norm):.3e}, distance_from_init={float(final.distance_from_init):.4g}")
         print(f"  gradient evaluations: {ds.attrs['n_grad_evals']}, wall time: {ds.attrs['wall_time_s']:.2f} s")
@@ -181,35 +200,34 @@ def cmd_run(args) -> int:
     return EXIT_BY_STATUS[status]
 
 
-def _split(text: str, flag: str, kind: type = str) -> list:
-    """``"a,b"`` → ``[kind("a"), kind("b")]`` for comma-separated sweep values."""
+def _split(text: str, flag: str) -> list[str]:
+    """``"a,b"`` → ``["a", "b"]`` for comma-separated sweep values."""
     from gfbench.params import ConfigError
 
     items = [item.strip() for item in text.split(",")]
     if not all(items):
         raise ConfigError(f"{flag} expects comma-separated values, got {text!r}")
-    try:
-        return [kind(item) for item in items]
-    except ValueError:
-        raise ConfigError(f"{flag} values must be {kind.__name__}s, got {text!r}") from None
+    return items
 
 
 def cmd_sweep(args) -> int:
     from gfbench.params import parse_assignments
+    from gfbench.spec import SETTINGS_BY_NAME
     from gfbench.sweep import MANIFEST, Grid, sweep
+    from gfbench.sweep.execute import TORCH_THREADS, WORKERS
 
+    settings = {name: [SETTINGS_BY_NAME[name].check(value, text=True)
+                       for value in ([text] if isinstance(text, bool) else _split(text, "--" + name.replace("_", "-")))]
+                for name, text in _given_settings(args, SETTINGS_BY_NAME).items()}
     grid = Grid(problem=_split(args.problem, "--problem"), solver=_split(args.solver, "--solver"),
-                lr=None if args.lr is None else _split(args.lr, "--lr", float),
-                steps=None if args.steps is None else _split(args.steps, "--steps", int),
-                seed=_split(args.seed, "--seed", int), record_every=_split(args.record_every, "--record-every", int),
                 params={key: _split(values, f"--param {key}")
                         for key, values in parse_assignments(args.param, "--param").items()},
                 solver_options={key: _split(values, f"--solver-option {key}")
-                                for key, values in parse_assignments(args.solver_option, "--solver-option").items()})
+                                for key, values in parse_assignments(args.solver_option, "--solver-option").items()},
+                settings=settings)
     try:
-        summary = sweep(grid, args.out, scheduler=args.scheduler, workers=args.workers,
-                        torch_threads=args.torch_threads, save_params=args.save_params, device=args.device,
-                        dtype=args.dtype, progress=not args.quiet)
+        summary = sweep(grid, args.out, scheduler=args.scheduler, workers=WORKERS.check(args.workers, text=True),
+                        torch_threads=TORCH_THREADS.check(args.torch_threads, text=True), progress=not args.quiet)
     except ImportError as error:  # dask.distributed is an optional dependency
         print(f"gfbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -291,13 +309,13 @@ def cmd_plot(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from gfbench.params import parse_assignments
-    from gfbench.reproduce import reproduce_fig1
+    from gfbench.reproduce import FIGURE_SETTINGS, RATIO, reproduce_fig1
 
-    result = reproduce_fig1(args.out, nets=_comma_list(args.net, str, "--net"),
-                            ratios=_comma_list(args.ratios, int, "--ratios"), scale=args.scale, steps=args.steps,
-                            lr=args.lr, params=parse_assignments(args.param, "--param"),
-                            gf_options=parse_assignments(args.gf_option, "--gf-option") or None, device=args.device,
-                            resume=args.resume, progress=not args.quiet)
+    result = reproduce_fig1(args.out, nets=_split(args.net, "--net"), scale=args.scale, steps=args.steps,
+                            ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
+                            lr=args.lr, params=_problem_params(args),
+                            gf_options=parse_assignments(args.gf_option, "--gf-option") or None, resume=args.resume,
+                            progress=not args.quiet, **_given_settings(args, FIGURE_SETTINGS))
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK

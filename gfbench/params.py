@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NoReturn
 
 
 class ConfigError(ValueError):
@@ -65,12 +66,17 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+#: Every integer parameter lies in int64: torch, numpy and netCDF store it there.
+INT64_MAX = 2 ** 63 - 1
+
+
 @dataclass(frozen=True)
 class Param:
     """One declared parameter: its name, type (int, float, str or bool), default and one-line help.
 
-    ``default=None`` means "chosen automatically" (the help says how). ``choices`` restricts a
-    str; ``bounds`` restricts a number.
+    ``default=None`` means "chosen automatically" (the help says how; ``auto`` or ``none`` on
+    the command line). ``choices`` restricts a str; ``bounds`` restricts a number. Integers
+    (numpy's included) must fit in int64; floats (numpy's included) must be finite.
     """
 
     name: str
@@ -90,35 +96,50 @@ class Param:
             extra = f", {self.bounds}"
         return f"{self.name} ({self.type.__name__}, default {default}{extra}): {self.help}"
 
-    def convert(self, value: Any, owner: str) -> Any:
-        """Return ``value`` as this parameter's type, or raise ConfigError naming it."""
-        where = f"{owner} parameter {self.name!r}"
+    def convert(self, value: Any, owner: str, *, parse_text: bool = True) -> Any:
+        """Return ``value`` as this parameter's type, or raise ConfigError naming it.
+
+        A string given for a non-string parameter is parsed (command-line text) when
+        ``parse_text``; otherwise it is refused like any other wrong type.
+        """
+        where = f"{owner} parameter {self.name!r}" if owner else self.name
+        if isinstance(value, str) and self.type is not str and parse_text:
+            value = self.parse(value, where)
         if value is None and self.default is None:
             return None
-        if isinstance(value, str) and self.type is not str:
-            value = self._parse(value, where)
         if self.type is bool:
             if not isinstance(value, bool):
-                raise ConfigError(f"{where} must be a bool, got {value!r}")
+                self._fail(where, value, "a bool")
         elif self.type is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where} must be an integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                self._fail(where, value, "an integer")
+            value = int(value)
+            if abs(value) > INT64_MAX:
+                raise ConfigError(f"{where} must be an integer of magnitude < 2**63 (int64), got {value!r}")
         elif self.type is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where} must be a float, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                self._fail(where, value, "a float")
             value = float(value)
             if not math.isfinite(value):
-                raise ConfigError(f"{where} must be finite, got {value!r}")
+                self._fail(where, value, "finite")
         elif not isinstance(value, self.type):
-            raise ConfigError(f"{where} must be a {self.type.__name__}, got {value!r}")
+            self._fail(where, value, f"a {self.type.__name__}")
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}"
-                              + suggest(str(value), self.choices))
+            self._fail_choice(where, value)
         if self.bounds is not None and not self.bounds.contains(value):
-            raise ConfigError(f"{where} must be {self.bounds}, got {value!r}")
+            self._fail(where, value, str(self.bounds))
         return value
 
-    def _parse(self, text: str, where: str) -> Any:
+    def _fail(self, where: str, value: Any, requirement: str) -> NoReturn:
+        """Raise the one-line error for ``value``, which misses ``requirement``."""
+        raise ConfigError(f"{where} must be {requirement}, got {value!r}")
+
+    def _fail_choice(self, where: str, value: Any) -> NoReturn:
+        raise ConfigError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}"
+                          + suggest(str(value), self.choices))
+
+    def parse(self, text: str, where: str) -> Any:
+        """Command-line ``text`` as this parameter's type (``auto``/``none``: None where the default is automatic)."""
         if self.default is None and text.lower() in {"none", "auto"}:
             return None
         try:
@@ -130,7 +151,7 @@ class Param:
             return self.type(text)
         except ValueError:
             kind = {int: "an integer", float: "a number", bool: "a bool (true/false)"}.get(self.type, self.type.__name__)
-            raise ConfigError(f"{where} must be {kind}, got {text!r}") from None
+            self._fail(where, text, kind)
 
 
 def resolve_params(declared: Iterable[Param], given: Mapping[str, Any], owner: str) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from .compare import compare
 from .dataset import load, save
-from .params import ConfigError
+from .params import AT_LEAST_ONE, Bounds, ConfigError
 from .plot import _pyplot, save_figure
 from .registry import available_problems, get_problem, get_solver
-from .run import RunConfig, check_run_config, run
+from .run import run
+from .spec import RunSpec, Setting, check_setting_names
 
 PAPER_NETS = ("linear_fc", "relu_fc", "cnn")
 PAPER_RATIOS = (2, 5, 10, 20)
@@ -34,6 +35,14 @@ CHECKPOINTS = 100
 #: Tolerances of the GF reference, the same for every net (the ReLU nets' own default,
 #: gfbench.classifier.RELU_FLOW_TOLERANCES, where the generic rtol 1e-9 crawls at the kinks).
 GF_OPTIONS = {"rtol": 1e-8, "atol": 1e-10}
+#: The run settings a user may set for every run of the figure; the figure sets the others
+#: (lr, steps, record_every, save_params) from eta0, the ratios and the checkpoint grid.
+FIGURE_SETTINGS = ("seed", "device", "dtype", "curvature_every", "curvature_k", "curvature_tol")
+SCALE = Setting("scale", str, "small", "eta0 iterations: paper 10,000, small 1,000", choices=tuple(SCALES),
+                requirement=" or ".join(SCALES))
+RATIO = Setting("ratios", int, None, "step-size ratios r of the eta0/r runs", bounds=Bounds(2, None),
+                requirement="integers >= 2")
+ITERATIONS = Setting("steps", int, None, "eta0 iterations, a multiple of the checkpoint count", bounds=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -46,37 +55,32 @@ class Figure1Result:
     summary: str
 
 
-def _check(nets: Sequence[str], ratios: Sequence[int], steps: int) -> None:
-    known = available_problems()
-    for net in nets:
-        if net not in known:
-            raise ConfigError(f"unknown net {net!r}; available: {', '.join(sorted(known))}")
-    for r in ratios:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
-            raise ConfigError(f"ratios must be integers >= 2, got {r!r}")
-    if steps < CHECKPOINTS or steps % CHECKPOINTS:
-        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
-
-
 def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
                    ratios: Sequence[int] = PAPER_RATIOS, scale: str = "small", steps: int | None = None,
-                   lr: float = PAPER_LR, params: dict[str, Any] | None = None, seed: int = 0,
-                   gf_options: dict[str, Any] | None = None, device: str = "cpu", resume: bool = False,
-                   progress: bool = True) -> Figure1Result:
+                   lr: float = PAPER_LR, params: dict[str, Any] | None = None,
+                   gf_options: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
+                   **settings: Any) -> Figure1Result:
     """Run Figure 1's experiment on ``nets`` and write datasets, comparisons, ``fig1.png`` and ``summary.txt``.
 
     ``scale`` picks the η0 iteration count (paper: 10,000; small: 1,000) unless ``steps`` is given;
     ``params`` are problem parameters applied to every net (e.g. ``n_train``); ``gf_options``
-    the GF reference's solver options (default GF_OPTIONS). With ``resume``, a run whose file in
-    ``out`` holds a completed dataset of exactly this run's configuration is read instead of run
-    again (paper scale is hours of CPU; an interrupted reproduction keeps its finished runs).
+    the GF reference's solver options (default GF_OPTIONS); ``settings`` the run settings of
+    FIGURE_SETTINGS (seed, device, dtype, curvature), the same for every run. With ``resume``, a run whose file in ``out`` passes the resume rule
+    (``gfbench.spec.reusable``) is read instead of run again (paper scale is hours of CPU; an
+    interrupted reproduction keeps its finished runs).
     """
-    if scale not in SCALES:
-        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    steps = SCALES[scale] if steps is None else steps
-    _check(nets, ratios, steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_setting_names(settings, "setting of the figure's runs")
+    fixed = sorted(set(settings) - set(FIGURE_SETTINGS))
+    if fixed:
+        raise ConfigError(f"the figure sets {', '.join(fixed)} itself; settings allowed: {', '.join(FIGURE_SETTINGS)}")
+    steps = SCALES[SCALE.check(scale)] if steps is None else ITERATIONS.check(steps)
+    if steps % CHECKPOINTS:
+        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    ratios = [RATIO.check(r) for r in ratios]
+    known = available_problems()
+    for net in nets:
+        if net not in known:
+            raise ConfigError(f"unknown net {net!r}; available: {', '.join(sorted(known))}")
     problems = {net: get_problem(net, **(params or {})) for net in nets}
     gf_options = GF_OPTIONS if gf_options is None else gf_options
     solvers = {"gd": get_solver("gd"), "gf": get_solver("gf", **gf_options)}
@@ -86,18 +90,21 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     plan = [("gd lr=eta0", "gd-eta0", "gd", 1)]
     plan += [(f"gd lr=eta0/{r}", f"gd-eta0_{r}", "gd", r) for r in ratios]
     plan += [("gf", "gf", "gf", 1)]
+    specs = {(net, label): RunSpec.resolve(problems[net], solvers[solver], lr=lr / r, steps=steps * r,
+                                           record_every=every * r, save_params=True, **settings)
+             for net in nets for label, _, solver, r in plan}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, xr.Dataset]] = {net: {} for net in nets}
-    jobs = [(net, *entry) for net in nets for entry in plan]
-    for net, label, stem, solver, r in tqdm(jobs, desc="figure 1 runs", disable=not progress):
-        settings = dict(lr=lr / r, steps=steps * r, record_every=every * r, seed=seed, save_params=True, device=device)
-        path = out / f"{net}-{stem}.nc"
-        runs[net][label] = (_finished(path, check_run_config(problems[net], solvers[solver], **settings))
-                            if resume else None)
+    jobs = [(net, label, stem) for net in nets for label, stem, _, _ in plan]
+    for net, label, stem in tqdm(jobs, desc="figure 1 runs", disable=not progress):
+        spec, path = specs[net, label], out / f"{net}-{stem}.nc"
+        runs[net][label] = _finished(path, spec) if resume else None
         if runs[net][label] is None:
-            runs[net][label] = run(problems[net], solvers[solver], progress=progress, **settings)
+            runs[net][label] = run(spec.problem, spec.solver, progress=progress, **spec.settings)
             save(runs[net][label], path)
         elif progress:
-            tqdm.write(f"reusing {path} (same configuration, completed)")
+            tqdm.write(f"reusing {path} (same configuration, finished)")
 
     comparisons = {}
     for net in nets:
@@ -110,15 +117,15 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     return Figure1Result(runs, comparisons, figure_path, summary)
 
 
-def _finished(path: Path, config: RunConfig) -> xr.Dataset | None:
-    """The dataset in ``path`` when it is ``config``'s completed run, else None."""
+def _finished(path: Path, spec: RunSpec) -> xr.Dataset | None:
+    """The dataset in ``path`` when it passes the resume rule for ``spec``, else None."""
     if not path.is_file():
         return None
     try:
         ds = load(path)
     except ConfigError:  # unreadable or not a gfbench dataset: run again and overwrite it
         return None
-    return ds if config.produced(ds.attrs) else None
+    return ds if spec.reusable(ds.attrs) else None
 
 
 def summary_lines(comparisons: dict[str, xr.Dataset]) -> str:

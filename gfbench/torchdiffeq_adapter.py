@@ -70,9 +70,10 @@ def check_torchdiffeq() -> _Internals:
         if solver_class is None:
             problems.append(f"no solver {method!r} in SOLVERS")
             continue
-        problems += [f"{method}: no {name}" for name in ("_before_integrate", "_advance", "valid_callbacks")
-                     if not callable(getattr(solver_class, name, None))]
-        if callable(getattr(solver_class, "valid_callbacks", None)):
+        missing = [name for name in ("_before_integrate", "_advance", "valid_callbacks")
+                   if not callable(getattr(solver_class, name, None))]
+        problems += [f"{method}: no {name}" for name in missing]
+        if "valid_callbacks" not in missing:
             problems += [f"{method}: does not call {name}" for name in STEP_CALLBACKS
                          if name not in solver_class.valid_callbacks()]
         if "max_num_steps" not in inspect.signature(solver_class).parameters:

@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 import torchdiffeq
 import torchdiffeq._impl.misc
 import torchdiffeq._impl.rk_common

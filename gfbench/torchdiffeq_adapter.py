@@ -1,0 +1,146 @@
+"""The one place gfbench touches torchdiffeq's private API.
+
+gfbench advances one adaptive Runge–Kutta solver record time by record time, so the accepted
+step size, the FSAL derivative and the dense output carry across record times. Public ``odeint``
+cannot do that (it takes the whole time grid at once), so :class:`AdaptiveRungeKutta` builds the
+solver with torchdiffeq's own input normalisation and advances it through the private methods
+``odeint`` itself calls. Before first use, :func:`check_torchdiffeq` verifies the installed
+version and every private name relied on, and raises :class:`UnsupportedTorchdiffeq` naming the
+version found and SUPPORTED_VERSIONS rather than integrate with an API it does not know.
+
+torchdiffeq guards its steps with ``assert`` (step-size underflow, non-finite state, step count),
+which ``python -O`` strips; the solver here checks each of them itself and raises SolverFailure.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Callable
+
+import torch
+import torchdiffeq
+
+from .solver import SolverFailure
+
+#: Keep equal to the torchdiffeq requirement in pyproject.toml. 0.2.4 is the first release that
+#: calls the step callbacks (0.2.3 accepts them and never calls them, so step counts and limits
+#: would silently do nothing); the private API relied on is unchanged up to 0.2.5, the latest.
+OLDEST_SUPPORTED, FIRST_UNSUPPORTED = (0, 2, 4), (0, 3)
+SUPPORTED_VERSIONS = f">={'.'.join(map(str, OLDEST_SUPPORTED))},<{'.'.join(map(str, FIRST_UNSUPPORTED))}"
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
+STEP_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+#: torchdiffeq asserts on its own count of steps in one advance; its limit is set one step above
+#: this, so a caller that stops within this many steps is never stopped by that assert.
+MAX_STEPS_PER_ADVANCE = 10 ** 9
+
+_CHECK_INPUTS_PARAMETERS = ("func", "y0", "t", "rtol", "atol", "method", "options", "event_fn", "SOLVERS")
+
+
+class UnsupportedTorchdiffeq(ImportError):
+    """The installed torchdiffeq is outside SUPPORTED_VERSIONS or lacks a private name relied on."""
+
+
+@dataclass(frozen=True)
+class _Internals:
+    check_inputs: Callable[..., tuple]
+    solvers: dict[str, type]
+
+
+def check_torchdiffeq() -> _Internals:
+    """The torchdiffeq internals gfbench uses, after checking the version and each name.
+
+    Raises UnsupportedTorchdiffeq listing every problem found.
+    """
+    version = getattr(torchdiffeq, "__version__", "unknown")
+    problems = []
+    release = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not (release and OLDEST_SUPPORTED <= tuple(map(int, release.groups())) < FIRST_UNSUPPORTED):
+        problems.append("version not in the supported range")
+    check_inputs = _private("torchdiffeq._impl.misc", "_check_inputs", problems)
+    if check_inputs is not None and tuple(inspect.signature(check_inputs).parameters) != _CHECK_INPUTS_PARAMETERS:
+        problems.append(f"_check_inputs does not take {_CHECK_INPUTS_PARAMETERS}")
+    solvers = _private("torchdiffeq._impl.odeint", "SOLVERS", problems) or {}
+    for method in ADAPTIVE_METHODS:
+        solver_class = solvers.get(method)
+        if solver_class is None:
+            problems.append(f"no solver {method!r} in SOLVERS")
+            continue
+        missing = [name for name in ("_before_integrate", "_advance", "valid_callbacks")
+                   if not callable(getattr(solver_class, name, None))]
+        problems += [f"{method}: no {name}" for name in missing]
+        if "valid_callbacks" not in missing:
+            problems += [f"{method}: does not call {name}" for name in STEP_CALLBACKS
+                         if name not in solver_class.valid_callbacks()]
+        if "max_num_steps" not in inspect.signature(solver_class).parameters:
+            problems.append(f"{method}: no max_num_steps option")
+    if problems:
+        raise UnsupportedTorchdiffeq(f"torchdiffeq {version} is not supported (gfbench needs torchdiffeq"
+                                     f"{SUPPORTED_VERSIONS}): {'; '.join(problems)}")
+    return _Internals(check_inputs, solvers)
+
+
+def _private(module: str, name: str, problems: list[str]) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        problems.append(f"no {module}.{name}")
+        return None
+
+
+_checked_internals = cache(check_torchdiffeq)
+
+
+class _StepGuard:
+    """``func`` as the solver calls it: each step is refused, as SolverFailure, where torchdiffeq
+    would ``assert`` against it, before ``func``'s own step callback runs."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        self.callback_accept_step = func.callback_accept_step
+        self.callback_reject_step = func.callback_reject_step
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.func(t, y)
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        start, size = float(t0), float(dt)
+        if not start + size > start:
+            raise SolverFailure(f"step size underflow at t={start:.6g} (dt={size:.3g})", start)
+        if not torch.isfinite(y0).all():
+            raise SolverFailure(f"non-finite values in state `y` at t={start:.6g}", start)
+        self.func.callback_step(t0, y0, dt)
+
+
+class AdaptiveRungeKutta:
+    """One torchdiffeq adaptive Runge–Kutta solver for dy/dt = func(t, y) from y(0) = y0.
+
+    ``advance(t)`` integrates on to time t and returns y(t) (dense output, so t need not be a
+    step end). ``func`` also has the methods ``callback_step``, ``callback_accept_step`` and
+    ``callback_reject_step``, each taking ``(t0, y0, dt)``, called before each step and after it
+    is accepted or rejected; ``callback_step`` must stop the integration (raise) within
+    MAX_STEPS_PER_ADVANCE steps of one advance. ``norm`` maps the error estimate divided by
+    atol + rtol·|y| to the number the step control keeps ≤ 1 (None: RMS). The first
+    evaluations (initial step selection) happen in the first ``advance``, so an exception from
+    ``func`` always comes out of ``advance``.
+    """
+
+    def __init__(self, func, y0: torch.Tensor, *, method: str, rtol: float, atol: float,
+                 norm: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        internals = _checked_internals()
+        options = {"max_num_steps": MAX_STEPS_PER_ADVANCE + 1} | ({} if norm is None else {"norm": norm})
+        self._device = y0.device
+        start = torch.zeros(1, dtype=torch.float64, device=y0.device)
+        _, guarded, y0, self._start, rtol, atol, method, options, _, _ = internals.check_inputs(
+            _StepGuard(func), y0, start, rtol, atol, method, options, None, internals.solvers)
+        self._solver = internals.solvers[method](func=guarded, y0=y0, rtol=rtol, atol=atol, **options)
+
+    def advance(self, t: float) -> torch.Tensor:
+        if self._start is not None:
+            self._solver._before_integrate(self._start)
+            self._start = None
+        return self._solver._advance(torch.tensor(t, dtype=torch.float64, device=self._device))

@@ -1,0 +1,110 @@
+"""The torchdiffeq adapter: a changed private API fails loudly, and no failure depends on ``assert``.
+
+That chunked integration costs what one ``odeint`` call costs is checked in test_run_and_dataset.py.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torchdiffeq
+import torchdiffeq._impl.misc
+import torchdiffeq._impl.rk_common
+
+import gfbench
+from gfbench import torchdiffeq_adapter
+from gfbench.torchdiffeq_adapter import SUPPORTED_VERSIONS, UnsupportedTorchdiffeq, check_torchdiffeq
+
+
+def test_installed_torchdiffeq_is_supported_and_pinned_as_declared():
+    check_torchdiffeq()
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert f"torchdiffeq{SUPPORTED_VERSIONS}" in project["dependencies"]
+
+
+def _without_step_callbacks(cls):
+    return set()
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda mp: mp.delattr(torchdiffeq._impl.misc, "_check_inputs"), "no torchdiffeq._impl.misc._check_inputs"),
+    (lambda mp: mp.setattr(torchdiffeq._impl.rk_common.RKAdaptiveStepsizeODESolver, "valid_callbacks",
+                           classmethod(_without_step_callbacks)), "dopri5: does not call callback_step"),
+    (lambda mp: mp.setattr(torchdiffeq, "__version__", "0.3.0"), "version not in the supported range"),
+    (lambda mp: mp.setattr(torchdiffeq, "__version__", "0.2.3"), "version not in the supported range"),
+])
+def test_a_changed_torchdiffeq_is_refused_naming_version_and_range(monkeypatch, change, problem):
+    change(monkeypatch)
+    with pytest.raises(UnsupportedTorchdiffeq) as raised:
+        check_torchdiffeq()
+    message = str(raised.value)
+    assert f"torchdiffeq {torchdiffeq.__version__} is not supported" in message
+    assert f"torchdiffeq{SUPPORTED_VERSIONS}" in message and problem in message
+
+
+def test_a_run_refuses_an_unsupported_torchdiffeq(monkeypatch):
+    monkeypatch.setattr(torchdiffeq, "__version__", "0.3.0")
+    monkeypatch.setattr(torchdiffeq_adapter, "_checked_internals", check_torchdiffeq)  # not the cached result
+    with pytest.raises(UnsupportedTorchdiffeq, match="torchdiffeq 0.3.0 is not supported"):
+        gfbench.run("quadratic", "gf", lr=0.1, steps=2, progress=False)
+
+
+FAILURES = textwrap.dedent('''
+    import json, sys
+    import torch
+    import gfbench
+    from gfbench.ode import Flow, FlowSolver
+    from gfbench.problem import Problem
+
+
+    class Blowup(Problem):
+        """f(θ) = −θ⁴/4: GF θ' = θ³ from θ0 = 1.05 reaches infinity at t ≈ 0.4535 (step size underflow)."""
+        name = "blowup"
+
+        def build(self):
+            pass
+
+        @property
+        def dim(self):
+            return 1
+
+        def sample_init(self, generator):
+            return torch.full((1,), 1.05, dtype=torch.float64)
+
+        def loss(self, theta):
+            return -(theta ** 4).sum() / 4
+
+
+    class Overflowing(FlowSolver):
+        """θ stays put while an extra state coordinate drifts at 1e307 from 1.7e308: it overflows in a
+        step whose error estimate is zero, so that step is accepted and the state becomes non-finite."""
+        name = "overflowing"
+
+        def flow(self, field, theta0, lr):
+            return Flow(rhs=lambda y: torch.cat([torch.zeros_like(theta0), y.new_full((1,), 1e307)]),
+                        y0=torch.cat([theta0, theta0.new_full((1,), 1.7e308)]), to_theta=lambda y: y[:-1])
+
+
+    runs = [gfbench.run(Blowup(), "gf", lr=0.01, steps=100, progress=False),
+            gfbench.run("quadratic", Overflowing(), lr=1.0, steps=5, progress=False),
+            gfbench.run("quadratic", gfbench.get_solver("gf", max_steps=3), lr=1.0, steps=5, progress=False)]
+    json.dump({"optimize": sys.flags.optimize,
+               "runs": [[ds.attrs["status"], ds.attrs["message"], ds.sizes["time"]] for ds in runs]}, sys.stdout)
+''')
+
+
+def test_solver_failures_are_the_same_under_python_O(tmp_path):
+    """``python -O`` strips torchdiffeq's asserts: each failure they would catch is caught without them."""
+    script = tmp_path / "failures.py"
+    script.write_text(FAILURES)
+    plain, optimized = [json.loads(subprocess.run([sys.executable, *flags, str(script)], capture_output=True,
+                                                  text=True, check=True).stdout) for flags in ([], ["-O"])]
+    assert (plain["optimize"], optimized["optimize"]) == (0, 1)
+    assert plain["runs"] == optimized["runs"]
+    assert [(status, message.split(" at t=")[0]) for status, message, _ in plain["runs"]] == [
+        ("solver_failed", "gf: step size underflow"),
+        ("solver_failed", "overflowing: non-finite values in state `y`"),
+        ("solver_failed", "gf: more than max_steps=3 steps between record times,")]

@@ -1,13 +1,107 @@
-"""Plugins: what a broken plugin or a name defined twice does (one line naming it; every other
-name keeps working)."""
+"""Plugins: the example package of docs/plugins.md installed by pip and run end to end, and what
+a broken plugin or a name defined twice does (one line naming it; every other name keeps working)."""
+import json
 import logging
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gfbench
 from plugin_support import write_distribution
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "tests" / "plugin_example"
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory):
+    """tests/plugin_example pip-installed into a fresh folder (offline; setuptools, the example's
+    build backend, is a test dependency). Put the folder on sys.path or PYTHONPATH to use it."""
+    source = tmp_path_factory.mktemp("example") / "source"
+    shutil.copytree(EXAMPLE, source)  # setuptools writes build/ and *.egg-info beside the sources
+    site = source.parent / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                "--no-build-isolation", "--disable-pip-version-check", "--target", str(site),
+                                str(source)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    return site
+
+
+def test_docs_show_the_example_package_verbatim():
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    for name, language in (("pyproject.toml", "toml"), ("gfbench_example_plugin.py", "python")):
+        assert f"```{language}\n{(EXAMPLE / name).read_text()}```" in doc, name
+
+
+def test_example_plugin_runs_through_the_cli(example_site, run_cli, tmp_path):
+    env = {"PYTHONPATH": str(example_site)}
+    listing = run_cli("list", env=env)
+    assert listing.returncode == 0 and listing.stderr == ""
+    assert "\n  quartic: f(θ) = (c/4) Σ_i θ_i⁴" in listing.stdout and "[default lr=0.01, steps=1000]" in listing.stdout
+    assert "scale (float, default 1.0, > 0): the factor c" in listing.stdout
+    assert "\n  heun: Heun's method on gradient flow" in listing.stdout
+    assert "substeps (int, default 1, >= 1): Heun steps per GD step" in listing.stdout
+
+    quartic = ["--problem", "quartic", "--param", "dim=4", "--param", "scale=2", "--lr", "0.01", "--steps", "200",
+               "--record-every", "50", "--seed", "3", "--save-params", "--quiet"]
+    for solver in ("gd", "gf"):
+        result = run_cli("run", *quartic, "--solver", solver, "--out", f"quartic-{solver}.nc", env=env)
+        assert result.returncode == 0, result.stderr
+    result = run_cli("run", "--problem", "quadratic", "--param", "dim=6", "--solver", "heun", "--solver-option",
+                     "substeps=3", "--lr", "0.1", "--steps", "40", "--record-every", "10", "--save-params", "--quiet",
+                     "--out", "quadratic-heun.nc", env=env)
+    assert result.returncode == 0, result.stderr
+    runs = {name: gfbench.load(tmp_path / f"{name}.nc") for name in ("quartic-gd", "quartic-gf", "quadratic-heun")}
+    for ds in runs.values():
+        gfbench.validate_dataset(ds)
+        assert ds.attrs["status"] == "completed"
+
+    # The problem's parameters, its recorder and the solvers' options and stats reach the dataset.
+    gd, gf = runs["quartic-gd"], runs["quartic-gf"]
+    assert json.loads(gd.attrs["problem_params"]) == {"dim": 4, "scale": 2.0}
+    np.testing.assert_array_equal(gd.max_abs_theta.values, np.abs(gd.theta.values).max(axis=1))
+    assert gd.max_abs_theta.attrs["long_name"] == "largest coordinate max_i |theta_i|"
+    # GD: θ ← θ − η c θ³ coordinate by coordinate, iterated independently of gfbench.
+    theta, expected = gd.theta.values[0].copy(), [gd.theta.values[0].copy()]
+    for step in range(1, 201):
+        theta = theta - 0.01 * 2.0 * theta**3
+        if step % 50 == 0:
+            expected.append(theta.copy())
+    np.testing.assert_allclose(gd.theta.values, np.array(expected), rtol=1e-13)
+    # GF against its closed form θ(t) = θ0 / √(1 + 2c θ0² t).
+    theta0 = gf.theta.values[0]
+    exact = theta0 / np.sqrt(1 + 2 * 2.0 * theta0**2 * gf.time.values[:, None])
+    np.testing.assert_allclose(gf.theta.values, exact, rtol=1e-8)
+    np.testing.assert_array_equal(gf.theta.values[0], gd.theta.values[0])
+
+    # Heun on the quadratic is θ* + Q diag(p(hλ)^n) Qᵀ (θ0 − θ*) after n steps, p(z) = 1 − z + z²/2.
+    heun = runs["quadratic-heun"]
+    assert heun.attrs["solver"] == "heun" and json.loads(heun.attrs["solver_options"]) == {"substeps": 3}
+    assert heun.attrs["n_substeps"] == 120
+    problem = gfbench.get_problem("quadratic", dim=6)
+    eigenvalues, q = np.linalg.eigh(problem.hessian().numpy())
+    theta_star, h = problem.minimizer().numpy(), 0.1 / 3
+    growth = (1 - h * eigenvalues + (h * eigenvalues) ** 2 / 2) ** (3 * heun.step.values[:, None])
+    exact = theta_star + (growth * ((heun.theta.values[0] - theta_star) @ q)) @ q.T
+    np.testing.assert_allclose(heun.theta.values, exact, rtol=1e-12, atol=1e-14)
+
+
+def test_example_solver_is_second_order(example_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(example_site))
+    assert "quartic" in gfbench.available_problems() and "heun" in gfbench.available_solvers()
+    problem = gfbench.get_problem("quartic", dim=3)
+    errors = []
+    for substeps in (1, 2):
+        ds = gfbench.run(problem, gfbench.get_solver("heun", substeps=substeps), lr=0.05, steps=20, seed=1,
+                         save_params=True, progress=False)
+        theta0, t = ds.theta.values[0], float(ds.time[-1])
+        errors.append(np.abs(ds.theta.values[-1] - theta0 / np.sqrt(1 + 2 * theta0**2 * t)).max())
+    assert 3.5 < errors[0] / errors[1] < 4.5  # halving h quarters the error
+
 
 BROKEN_MODULE = '''
 from gfbench import Problem

@@ -248,17 +248,20 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from gfbench.registry import available_problems, available_solvers
+    from gfbench.registry import catalog
 
-    for title, table in (("problems", available_problems()), ("solvers", available_solvers())):
-        print(f"{title}:")
-        for name, cls in table.items():
+    for kind in ("problem", "solver"):
+        names = catalog(kind)
+        print(f"{kind}s:")
+        for name, cls in names.available.items():
             summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
             defaults = (f" [default lr={cls.default_lr:g}, steps={cls.default_steps}]"
                         if hasattr(cls, "default_lr") else "")
             print(f"  {name}: {summary}{defaults}")
             for param in cls.parameters:
                 print(f"      {param.describe()}")
+        for name, reason in names.unavailable.items():
+            print(f"  {name}: unavailable: {reason}")
     return EXIT_OK
 
 

@@ -40,6 +40,7 @@ class Problem(Configurable):
     ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
     closed-form curvature constants.
     Tensors and modules held as attributes are converted by ``to(device, dtype)``.
+    docs/plugins.md states the contract for a problem in its own package.
     """
 
     kind: ClassVar[str] = "problem"

@@ -47,7 +47,9 @@ class Solver(Configurable):
     """A named way to follow (or approximate) gradient flow, with declared options.
 
     A subclass sets ``name``, ``parameters`` and implements ``start``. The run loop calls
-    ``start(field, theta0, lr)`` once and then ``advance_to`` at each record step.
+    ``start(field, theta0, lr)`` once and then ``advance_to`` at each record step. It may refuse a
+    problem (``check_problem``) and report automatic option values (``effective_options``).
+    docs/plugins.md states the contract for a solver in its own package.
     """
 
     kind: ClassVar[str] = "solver"

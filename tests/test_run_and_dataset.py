@@ -1,6 +1,5 @@
 """The run loop's contracts: schema, file round trip, determinism, statuses, chunked integration, plugins."""
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from torchdiffeq import odeint
 
 import gfbench
 from gfbench.problem import Problem
+from plugin_support import write_distribution
 
 
 def _without_run_facts(ds):
@@ -178,7 +178,7 @@ def test_bad_names_and_parameters_raise_config_error():
 
 
 def test_entry_point_plugin_is_found(tmp_path, monkeypatch, run_cli):
-    (tmp_path / "gfb_plugin_mod.py").write_text(textwrap.dedent('''
+    write_distribution(tmp_path, "gfb-plugin", {"gfb_plugin_mod": '''
         import torch
         from gfbench import Param, Problem
 
@@ -200,11 +200,7 @@ def test_entry_point_plugin_is_found(tmp_path, monkeypatch, run_cli):
 
             def loss(self, theta):
                 return 0.5 * self.params["scale"] * theta @ theta
-    '''))
-    info = tmp_path / "gfb_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gfb-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[gfbench.problems]\nbowl = gfb_plugin_mod:Bowl\n")
+    '''}, {"gfbench.problems": {"bowl": "gfb_plugin_mod:Bowl"}})
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "bowl" in gfbench.available_problems()
     ds = gfbench.run(gfbench.get_problem("bowl", scale=1.0), "gd", lr=0.5, steps=3, save_params=True, progress=False)

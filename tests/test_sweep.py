@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ pytest.importorskip("distributed")
 import gfbench  # noqa: E402
 from gfbench.cli import EXIT_MEMBERS_FAILED, EXIT_OK, EXIT_USAGE, main  # noqa: E402
 from gfbench.sweep import MANIFEST, load_sweep, member_path, plan_sweep, start_local_cluster, sweep  # noqa: E402
+from plugin_support import write_distribution  # noqa: E402
 
 # A third-party problem, installed for these tests through the real entry-point mechanism (a
 # dist-info folder on sys.path and on the workers' PYTHONPATH): the quadratic, except that θ0 for
@@ -49,13 +49,9 @@ class FailingQuadratic(Quadratic):
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plugin")
-    (root / "gfbench_sweep_test_plugin.py").write_text(textwrap.dedent(PLUGIN_MODULE))
-    info = root / "gfbench_sweep_test_plugin-0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gfbench-sweep-test-plugin\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text(
-        "[gfbench.problems]\nfailing_quadratic = gfbench_sweep_test_plugin:FailingQuadratic\n")
+    root = write_distribution(tmp_path_factory.mktemp("plugin"), "gfbench-sweep-test-plugin",
+                              {"gfbench_sweep_test_plugin": PLUGIN_MODULE},
+                              {"gfbench.problems": {"failing_quadratic": "gfbench_sweep_test_plugin:FailingQuadratic"}})
     sys.path.insert(0, str(root))
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), old]))

@@ -2,7 +2,8 @@
 Lanczos (or densely for small d), and the recorder that puts them into a run's dataset."""
 from .eigen import DEFAULT_TOL, EigenResult, dense_eigenpairs, lanczos
 from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HVP_METHODS, HessianOperator, MatrixOperator, dense_hessian
-from .recorder import CurvatureRecorder, check_curvature_options, cumulative_integral
+from ..timeaxis import cumulative_integral
+from .recorder import CurvatureRecorder, check_curvature_options
 
 __all__ = ["HessianOperator", "MatrixOperator", "dense_hessian", "lanczos", "dense_eigenpairs", "EigenResult",
            "CurvatureRecorder", "check_curvature_options", "cumulative_integral", "HVP_METHODS", "DEFAULT_HVP",

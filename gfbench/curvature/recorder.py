@@ -10,6 +10,7 @@ import xarray as xr
 
 from ..params import ConfigError
 from ..recording import Recorder, RecordPoint, Variable
+from ..timeaxis import cumulative_integral
 from .eigen import DEFAULT_TOL, dense_eigenpairs, lanczos
 from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HessianOperator, check_hvp_method, dense_hessian
 
@@ -34,27 +35,6 @@ def check_curvature_options(dim: int, every: Any, k: Any, tol: Any, hvp: Any = D
         raise ConfigError(f"eigensolver must be one of {', '.join(EIGENSOLVERS)}; got {eigensolver!r}")
     if eigensolver == "dense" and dim > DENSE_MAX_DIM:
         raise ConfigError(f"eigensolver 'dense' needs d <= {DENSE_MAX_DIM}, got d={dim}; use lanczos")
-
-
-def cumulative_integral(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """∫_{times[0]}^{q} v(s) ds for each q in ``query``, v the piecewise-linear interpolant of ``values``.
-
-    At the nodes this is the cumulative trapezoid rule; between nodes it integrates the linear
-    interpolant exactly. NaN for q outside [times[0], times[-1]].
-    """
-    times, values, query = (np.asarray(a, dtype=np.float64) for a in (times, values, query))
-    nodes = np.concatenate([[0.0], np.cumsum(0.5 * np.diff(times) * (values[1:] + values[:-1]))])
-    result = np.full(query.shape, np.nan)
-    inside = (query >= times[0]) & (query <= times[-1])
-    if times.size == 1:
-        result[inside] = 0.0
-        return result
-    q = query[inside]
-    left = np.clip(np.searchsorted(times, q, side="right") - 1, 0, times.size - 2)
-    h = q - times[left]
-    slope = (values[left + 1] - values[left]) / (times[left + 1] - times[left])
-    result[inside] = nodes[left] + h * values[left] + 0.5 * slope * h ** 2
-    return result
 
 
 class CurvatureRecorder(Recorder):

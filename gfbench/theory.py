@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .curvature import cumulative_integral
+from .dataset import dataset_attrs
 from .field import GradientField
 from .params import ConfigError
 from .problem import GlobalCurvature, Problem
 from .recording import Recorder, RecordPoint, Variable
+from .timeaxis import cumulative_integral, match_times
 
 TRAJECTORY_ESTIMATE = ("trajectory estimate: beta = max|lambda|, gamma = max||grad f|| and m(t) = -lambda_min "
                        "are measured on the gradient flow path, not as sups over the eps-tube around it that "
@@ -54,6 +55,13 @@ def _check_eps(eps: Any) -> float:
     return float(eps)
 
 
+def _bound_attrs(source: xr.Dataset, bound: str, estimate: str, **extra: Any) -> dict[str, Any]:
+    """A bound dataset's attrs: which bound, how it is estimated, and the run it was evaluated on."""
+    return dataset_attrs("bound", title=f"{bound} for {source.attrs.get('title', 'a run')}", bound=bound,
+                         estimate=estimate, problem=source.attrs["problem"],
+                         problem_params=source.attrs["problem_params"], seed=source.attrs["seed"], **extra)
+
+
 def problem_of(ds: xr.Dataset) -> Problem:
     """The problem a dataset was recorded on, rebuilt from its ``problem`` and ``problem_params`` attrs."""
     from .registry import get_problem
@@ -80,8 +88,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     covered = times <= nodes[-1]
     times, grad_norm = times[covered], ds_gf.grad_norm.values[covered]
     mu = cumulative_integral(nodes, -lambda_min, times)
-    steps = np.diff(times)
-    inner = np.concatenate([[0.0], np.cumsum(0.5 * steps * (np.exp(-mu[1:]) + np.exp(-mu[:-1])))])
+    inner = cumulative_integral(times, np.exp(-mu))
     ratio = (eps - np.exp(mu[1:]) * initial_gap) / (np.exp(mu[1:]) * inner[1:])
     sharpness = np.maximum(np.abs(lambda_min), np.abs(lambda_max))
     beta = np.maximum.accumulate(sharpness)[np.searchsorted(nodes, times[1:], side="right") - 1]
@@ -93,8 +100,8 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
          "beta": ("time", beta, {**attrs, "long_name": "max Hessian spectral norm on the path up to t_tilde"}),
          "gamma": ("time", gamma, {**attrs, "long_name": "max gradient norm on the path up to t_tilde"})},
         coords={"time": ("time", times[1:], {"long_name": "t_tilde", "units": "1"})},
-        attrs={"bound": "EC21 Theorem 3, Eq. 7", "eps": eps, "initial_gap": float(initial_gap),
-               "estimate": TRAJECTORY_ESTIMATE})
+        attrs=_bound_attrs(ds_gf, "EC21 Theorem 3, Eq. 7", TRAJECTORY_ESTIMATE, eps=eps,
+                           initial_gap=float(initial_gap)))
 
 
 def _same_run_setup(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> None:
@@ -147,17 +154,16 @@ def theorem2_bound(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> xr.Dataset:
     bound = np.exp(mu) * np.cumsum(increments)
     data = {"theorem2_bound": ("time", bound, {"long_name": "Theorem 2 bound on ||theta(t) - theta_bar(t)||",
                                                "units": "1"})}
-    if "theta" in ds_gf.variables:
-        gf_at_gd_times = ds_gf.theta.sel(time=times, method="nearest")
-        if np.allclose(gf_at_gd_times.time.values, times, rtol=0, atol=1e-9 * max(1.0, times[-1])):
-            distance = np.linalg.norm(ds_gd.theta.values - gf_at_gd_times.values, axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tightness = np.where(distance > 0, bound / distance, np.nan)
-            data["gd_gf_distance"] = ("time", distance, {"long_name": "measured ||theta_k - theta(k lr)||",
-                                                         "units": "1"})
-            data["tightness"] = ("time", tightness, {"long_name": "theorem2_bound / gd_gf_distance", "units": "1"})
+    i_gd, i_gf = match_times(times, ds_gf.time.values)
+    if "theta" in ds_gf.variables and i_gd.size == times.size:
+        distance = np.linalg.norm(ds_gd.theta.values - ds_gf.theta.values[i_gf], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tightness = np.where(distance > 0, bound / distance, np.nan)
+        data["gd_gf_distance"] = ("time", distance, {"long_name": "measured ||theta_k - theta(k lr)||",
+                                                     "units": "1"})
+        data["tightness"] = ("time", tightness, {"long_name": "theorem2_bound / gd_gf_distance", "units": "1"})
     return xr.Dataset(data, coords={"time": ("time", times, {"long_name": "t = k lr", "units": "1"})},
-                      attrs={"bound": "EC21 Theorem 2, Eq. 4", "estimate": THEOREM2_QUADRATURE})
+                      attrs=_bound_attrs(ds_gd, "EC21 Theorem 2, Eq. 4", THEOREM2_QUADRATURE))
 
 
 def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_tilde: float,

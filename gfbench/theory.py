@@ -6,20 +6,23 @@
 - ``corollary1_step_bound``: Eq. 7 with global constants (strongly convex / convex / non-convex).
 - ``lemma2_bound``, ``prop2_bound``: lower bounds on λmin(∇²f(θ)) for deep linear networks
   (Eqs. 13, 14), recorded by ``LambdaMinBounds`` as ``lemma2_bound`` and ``prop2_bound``.
+- ``bound_summary``: all of these at one horizon t̃ for one gradient flow run (``gfbench bound``).
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
+from .arguments import check_argument
 from .dataset import dataset_attrs
 from .field import GradientField
-from .params import ConfigError
+from .params import POSITIVE, Bounds, ConfigError, Param
 from .problem import GlobalCurvature, Problem
 from .recording import Recorder, RecordPoint, Variable
 from .timeaxis import cumulative_integral, match_times
@@ -33,6 +36,11 @@ THEOREM2_QUADRATURE = ("delta(t) = ||grad f(theta_bar(t)) - grad f(theta_k)|| ev
 #: Gauss–Legendre nodes per GD step for ∫ e^{−μ} δ: exact for polynomials of degree 5, and δ is
 #: linear on each step for a quadratic.
 THEOREM2_NODES = 3
+# ... as default: the bounds have no default tolerance. t_tilde's bounds narrow to the recorded
+# curvature where a run is at hand (bound_summary).
+EPS = Param("eps", float, ..., "tolerance eps on ||theta_k - theta(k lr)||", bounds=POSITIVE)
+T_TILDE = Param("t_tilde", float, None, "horizon t~ (auto: the last curvature evaluation)", bounds=POSITIVE)
+FINITE_POSITIVE = "be a finite number > 0"
 
 
 def _require(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
@@ -47,12 +55,6 @@ def _curvature_nodes(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray
     _require(ds, ("hessian_min_eig", "hessian_max_eig"), "this bound")
     evaluated = np.isfinite(ds.hessian_min_eig.values)
     return (ds.time.values[evaluated], ds.hessian_min_eig.values[evaluated], ds.hessian_max_eig.values[evaluated])
-
-
-def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ConfigError(f"eps must be a finite number > 0, got {eps!r}")
-    return float(eps)
 
 
 def _bound_attrs(source: xr.Dataset, bound: str, estimate: str, **extra: Any) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     ``estimate``). Returns ``eta_star``, ``beta``, ``gamma`` on the times up to the last curvature
     evaluation (t > 0).
     """
-    eps = _check_eps(eps)
+    eps = check_argument(EPS, eps, FINITE_POSITIVE)
     if ds_gf.attrs.get("solver") != "gf":
         raise ConfigError(f"Theorem 3 needs a gradient flow dataset (solver gf), got solver "
                           f"{ds_gf.attrs.get('solver')!r}")
@@ -175,9 +177,8 @@ def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_t
     g = ``initial_gap``. The m > 0 case is Eq. 7 with m(·) ≡ m evaluated at its infimum t = t̃
     (with g = 0 it is c ε m / (e^{m t̃} − 1)). The corollary assumes f ≥ 0 (``curvature.nonnegative``).
     """
-    eps = _check_eps(eps)
-    if not (math.isfinite(t_tilde) and t_tilde > 0):
-        raise ConfigError(f"t_tilde must be a finite number > 0, got {t_tilde!r}")
+    eps = check_argument(EPS, eps, FINITE_POSITIVE)
+    t_tilde = check_argument(replace(T_TILDE, default=...), t_tilde, FINITE_POSITIVE)
     beta, m = curvature.beta, curvature.m
     c = 1.0 / (math.sqrt(2 * beta ** 3 * max(f0, 0.0)) + beta ** 2 * eps)
     if m < 0:
@@ -185,6 +186,102 @@ def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_t
     if m == 0:
         return c * (eps - initial_gap) / t_tilde, "m = 0 (convex)"
     return c * (eps - initial_gap * math.exp(m * t_tilde)) * m / math.expm1(m * t_tilde), "m > 0 (non-convex)"
+
+
+@dataclass(frozen=True)
+class Corollary1Result:
+    """Corollary 1's step-size bound η < ``eta`` from the problem's global β and m (``regime`` names the case).
+
+    ``nonnegative``: whether f ≥ 0 holds, which the corollary assumes.
+    """
+
+    eta: float
+    regime: str
+    beta: float
+    m: float
+    nonnegative: bool
+
+
+@dataclass(frozen=True)
+class Theorem2Result:
+    """Theorem 2 for one GD run: the bound at its last time ``t``; with the GF run's θ at the GD times,
+    the largest measured ‖θ_k − θ(kη)‖, whether the bound holds at every time, and the (min, max) of
+    bound / measured."""
+
+    t: float
+    bound: float
+    max_distance: float | None
+    holds: bool | None
+    tightness: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class BoundSummary:
+    """EC21's bounds at one horizon t̃ for a gradient flow run with curvature (``bound_summary``).
+
+    Theorem 3: ``eta_star``, ``beta``, ``gamma`` at t̃, the recorded μ(t̃) (``mu``) and how the
+    constants were estimated (``estimate``); ``lr`` the run's step size. ``corollary1`` where the
+    problem declares global curvature constants, ``theorem2`` where a GD run was given, and
+    ``lambda_min_margins``: min over evaluated points of λmin − bound for each recorded λmin lower
+    bound (``lemma2_bound``, ``prop2_bound``; ≥ 0 where the bound holds).
+    """
+
+    eps: float
+    t_tilde: float
+    eta_star: float
+    beta: float
+    gamma: float
+    mu: float
+    estimate: str
+    lr: float
+    corollary1: Corollary1Result | None
+    theorem2: Theorem2Result | None
+    lambda_min_margins: dict[str, float]
+
+    @property
+    def lr_below_eta_star(self) -> bool:
+        return self.lr < self.eta_star
+
+
+def bound_summary(ds_gf: xr.Dataset, eps: float, t_tilde: float | None = None, ds_gd: xr.Dataset | None = None,
+                  *, t_tilde_name: str = "t_tilde") -> BoundSummary:
+    """Theorems 3 and 2, Corollary 1 and the λmin bounds' margins for ``ds_gf`` at t̃ (EC21 Sections 3-4).
+
+    ``t_tilde`` must lie in the recorded curvature's times t > 0 (default: its last); Theorem 3 is
+    read at the last record time ≤ t̃. ``ds_gd``: a GD run for Theorem 2 (see ``theorem2_bound``).
+    ``t_tilde_name`` is what a bad t̃'s ConfigError calls it (the CLI's flag).
+    """
+    bound3 = theorem3_step_bound(ds_gf, eps)
+    first, last = float(bound3.time[0]), float(bound3.time[-1])
+    horizon = replace(T_TILDE, name=t_tilde_name, bounds=Bounds(first, last))
+    t_tilde = check_argument(horizon, t_tilde, f"lie in [{first:g}, {last:g}] (the recorded curvature)")
+    t_tilde = last if t_tilde is None else t_tilde
+    bound2 = theorem2_bound(ds_gf, ds_gd) if ds_gd is not None else None
+    at = bound3.sel(time=t_tilde, method="pad")
+    eta_star = float(at.eta_star)
+
+    corollary1 = None
+    curvature = problem_of(ds_gf).global_curvature()
+    if curvature is not None:
+        eta, regime = corollary1_step_bound(curvature, float(ds_gf.loss[0]), eps, float(at.time))
+        corollary1 = Corollary1Result(eta, regime, curvature.beta, curvature.m, curvature.nonnegative)
+
+    theorem2 = None
+    if bound2 is not None:
+        measured = "gd_gf_distance" in bound2
+        theorem2 = Theorem2Result(
+            float(bound2.time[-1]), float(bound2.theorem2_bound[-1]),
+            float(bound2.gd_gf_distance.max()) if measured else None,
+            bool(np.all(bound2.theorem2_bound.values >= bound2.gd_gf_distance.values)) if measured else None,
+            (float(bound2.tightness.min()), float(bound2.tightness.max())) if measured else None)
+
+    margins = {name: float((ds_gf.hessian_min_eig - ds_gf[name]).min()) for name in ("lemma2_bound", "prop2_bound")
+               if name in ds_gf and np.isfinite(ds_gf[name].values).any()}
+    return BoundSummary(eps=bound3.attrs["eps"], t_tilde=float(at.time), eta_star=eta_star,
+                        beta=float(at.beta), gamma=float(at.gamma),
+                        mu=float(ds_gf.curvature_integral.sel(time=float(at.time), method="nearest")),
+                        estimate=bound3.attrs["estimate"], lr=float(ds_gf.attrs["lr"]), corollary1=corollary1,
+                        theorem2=theorem2, lambda_min_margins=margins)
 
 
 def _deep_linear_terms(problem, theta: torch.Tensor) -> tuple[int, float, float, list[float]]:

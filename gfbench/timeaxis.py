@@ -25,8 +25,8 @@ LABEL_DIGITS = 12
 def match_times(reference: np.ndarray, times: np.ndarray, rtol: float = TIME_RTOL) -> tuple[np.ndarray, np.ndarray]:
     """Indices (i_ref, i) of the times two ascending grids share.
 
-    A pair is |times[i] − reference[i_ref]| ≤ rtol·|reference[i_ref]|. Both index arrays are ascending and pair up one to one; a time of either grid with no
-    partner is left out.
+    A pair is |times[i] − reference[i_ref]| ≤ rtol·|reference[i_ref]|. Both index arrays are
+    ascending and pair up one to one; a time of either grid with no partner is left out.
     """
     reference, times = np.asarray(reference, dtype=np.float64), np.asarray(times, dtype=np.float64)
     if reference.size == 0 or times.size == 0:

@@ -8,6 +8,7 @@ import torch
 from torchdiffeq import odeint
 
 import gfbench
+from gfbench.curvature.hessian import gradient_and_hessian_gradient, hessian_vector_product
 from gfbench.field import GradientField
 
 from .common import interleaved_ratio, make_problem
@@ -103,7 +104,7 @@ class AdaptiveGFVsRK4:
 class IGREvaluationVsSeparateHVP:
     """One IGR right-hand side, ∇f and ∇²f∇f from one gradient graph / a plain gradient then a separate HVP.
 
-    The peer is what the IGR flow did before: ``field.gradient`` and ``field.hvp`` (which builds
+    The peer is what the IGR flow did before: ``field.gradient`` and ``hessian_vector_product`` (which builds
     the gradient's graph again). Below 1: the fused evaluation is faster.
     """
 
@@ -117,11 +118,11 @@ class IGREvaluationVsSeparateHVP:
         self.theta = self.problem.init(0)
 
     def _fused(self):
-        GradientField(self.problem).gradient_and_hessian_gradient(self.theta)
+        gradient_and_hessian_gradient(GradientField(self.problem), self.theta)
 
     def _separate(self):
         field = GradientField(self.problem)
-        field.hvp(self.theta, field.gradient(self.theta))
+        hessian_vector_product(field, self.theta, field.gradient(self.theta))
 
     def track_fused_over_separate_time(self, problem):
         return interleaved_ratio(self._fused, self._separate, number=50 if problem == "deep_linear" else 5)

@@ -325,46 +325,30 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_bound(args) -> int:
-    import numpy as np
-
     import gfbench
     from gfbench import theory
 
     ds = gfbench.load(args.path)
     ds_gd = gfbench.load(args.gd) if args.gd else None
-    bound3 = theory.theorem3_step_bound(ds, args.eps)
-    if args.t_tilde is None:
-        t_tilde = float(bound3.time[-1])
-    elif not (np.isfinite(args.t_tilde) and float(bound3.time[0]) <= args.t_tilde <= float(bound3.time[-1])):
-        raise gfbench.ConfigError(f"--t-tilde must lie in [{float(bound3.time[0]):g}, {float(bound3.time[-1]):g}] "
-                                  f"(the recorded curvature), got {args.t_tilde!r}")
-    else:
-        t_tilde = args.t_tilde
-    bound2 = theory.theorem2_bound(ds, ds_gd) if ds_gd is not None else None
-    at = bound3.sel(time=t_tilde, method="pad")
-    mu = ds.curvature_integral.sel(time=float(at.time), method="nearest")
+    summary = theory.bound_summary(ds, args.eps, args.t_tilde, ds_gd, t_tilde_name="--t-tilde")
     print(f"{args.path}: {ds.attrs['title']}")
-    print(f"Theorem 3 (Eq. 7), eps={args.eps:g}, t~={float(at.time):g}: eta* = {float(at.eta_star):.6g}")
-    print(f"  beta = {float(at.beta):.6g}, gamma = {float(at.gamma):.6g}, mu(t~) = {float(mu):.6g} "
-          f"({bound3.attrs['estimate']})")
-    print(f"  run lr = {ds.attrs['lr']:g}: {'below' if ds.attrs['lr'] < float(at.eta_star) else 'not below'} eta*")
-    curvature = theory.problem_of(ds).global_curvature()
-    if curvature is not None:
-        eta, regime = theory.corollary1_step_bound(curvature, float(ds.loss[0]), args.eps, float(at.time))
-        caveat = "" if curvature.nonnegative else " (f is not non-negative here: the corollary's assumption fails)"
-        print(f"Corollary 1, global beta = {curvature.beta:g}, m = {curvature.m:g}, {regime}: eta < {eta:.6g}{caveat}")
-    if bound2 is not None:
-        print(f"Theorem 2 (Eq. 4) for {args.gd}: bound at t={float(bound2.time[-1]):g} is "
-              f"{float(bound2.theorem2_bound[-1]):.6g}")
-        if "gd_gf_distance" in bound2:
-            holds = bool(np.all(bound2.theorem2_bound.values >= bound2.gd_gf_distance.values))
-            print(f"  measured ||theta_k - theta(k lr)|| max {float(bound2.gd_gf_distance.max()):.6g}; bound holds at "
-                  f"every t: {'yes' if holds else 'NO'}; tightness bound/measured in "
-                  f"[{float(bound2.tightness.min()):.4g}, {float(bound2.tightness.max()):.4g}]")
-    for name in ("lemma2_bound", "prop2_bound"):
-        if name in ds and np.isfinite(ds[name].values).any():
-            margin = ds.hessian_min_eig - ds[name]
-            print(f"{name}: min over evaluated points of lambda_min - bound = {float(margin.min()):.6g}")
+    print(f"Theorem 3 (Eq. 7), eps={summary.eps:g}, t~={summary.t_tilde:g}: eta* = {summary.eta_star:.6g}")
+    print(f"  beta = {summary.beta:.6g}, gamma = {summary.gamma:.6g}, mu(t~) = {summary.mu:.6g} ({summary.estimate})")
+    print(f"  run lr = {summary.lr:g}: {'below' if summary.lr_below_eta_star else 'not below'} eta*")
+    corollary = summary.corollary1
+    if corollary is not None:
+        caveat = "" if corollary.nonnegative else " (f is not non-negative here: the corollary's assumption fails)"
+        print(f"Corollary 1, global beta = {corollary.beta:g}, m = {corollary.m:g}, {corollary.regime}: "
+              f"eta < {corollary.eta:.6g}{caveat}")
+    theorem2 = summary.theorem2
+    if theorem2 is not None:
+        print(f"Theorem 2 (Eq. 4) for {args.gd}: bound at t={theorem2.t:g} is {theorem2.bound:.6g}")
+        if theorem2.holds is not None:
+            print(f"  measured ||theta_k - theta(k lr)|| max {theorem2.max_distance:.6g}; bound holds at every t: "
+                  f"{'yes' if theorem2.holds else 'NO'}; tightness bound/measured in "
+                  f"[{theorem2.tightness[0]:.4g}, {theorem2.tightness[1]:.4g}]")
+    for name, margin in summary.lambda_min_margins.items():
+        print(f"{name}: min over evaluated points of lambda_min - bound = {margin:.6g}")
     return EXIT_OK
 
 

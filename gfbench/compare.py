@@ -8,12 +8,9 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from .dataset import CONVENTIONS, SCHEMA_VERSION, load
+from .dataset import dataset_attrs, load
 from .params import ConfigError
-
-#: Two recorded times are the same time when they differ by less than this, relative to t: t = k·η
-#: computed from different (k, η) pairs, e.g. 3·0.001 and 6·0.0005, can differ in the last bit.
-TIME_RTOL = 1e-9
+from .timeaxis import match_times
 
 
 def run_label(ds: xr.Dataset) -> str:
@@ -36,14 +33,6 @@ def _check_same_start(ref: xr.Dataset, ds: xr.Dataset, name: str) -> None:
         raise ConfigError(f"cannot compare {name}: it has no theta; run it with --save-params (save_params=True)")
     if not np.array_equal(ds.theta.values[0], ref.theta.values[0]):
         raise ConfigError(f"cannot compare {name}: its initial point differs from the reference's")
-
-
-def _matching_indices(ref_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (i_ref, i_run) of the times the two sorted grids share, within TIME_RTOL."""
-    tolerance = TIME_RTOL * np.abs(ref_times)
-    candidates = np.minimum(np.searchsorted(times, ref_times - tolerance), len(times) - 1)
-    matched = np.abs(times[candidates] - ref_times) <= tolerance
-    return np.flatnonzero(matched), candidates[matched]
 
 
 def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset | str | os.PathLike | int = 0,
@@ -80,7 +69,7 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
     rows, shared = [], np.zeros(len(ref_times), bool)
     for ds, label in zip(loaded, labels):
         _check_same_start(reference, ds, label)
-        i_ref, i_run = _matching_indices(ref_times, ds.time.values)
+        i_ref, i_run = match_times(ref_times, ds.time.values)
         if len(i_ref) == 0:
             raise ConfigError(f"cannot compare {label}: its time grid shares no point with the reference's")
         distance = np.full(len(ref_times), np.nan)
@@ -115,11 +104,10 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
             "solver": ("run", [ds.attrs["solver"] for ds in loaded], {"long_name": "solver"}),
             "lr": ("run", [float(ds.attrs["lr"]) for ds in loaded], {"long_name": "step size eta", "units": "1"}),
         },
-        attrs={"title": f"comparison against {ref_label}", "kind": "comparison", "schema_version": SCHEMA_VERSION,
-               "reference": ref_label,
-               "reference_solver": reference.attrs["solver"], "reference_lr": float(reference.attrs["lr"]),
-               "problem": reference.attrs["problem"], "problem_params": reference.attrs["problem_params"],
-               "seed": int(reference.attrs["seed"]), "Conventions": CONVENTIONS},
+        attrs=dataset_attrs("comparison", title=f"comparison against {ref_label}", reference=ref_label,
+                            reference_solver=reference.attrs["solver"], reference_lr=float(reference.attrs["lr"]),
+                            problem=reference.attrs["problem"], problem_params=reference.attrs["problem_params"],
+                            seed=int(reference.attrs["seed"])),
     )
     return result
 

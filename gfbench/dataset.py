@@ -1,31 +1,91 @@
-"""The trajectory dataset schema (v1), its validation, and atomic netCDF files.
+"""The schema of every dataset gfbench writes (v1): each kind's declaration, validation, and atomic netCDF files.
 
-Schema v1
----------
-dims ``time`` (and ``param`` with save_params); coords ``time`` (t = k·lr) and ``step`` (k).
-Variables: ``loss``, ``grad_norm``, ``distance_from_init``, ``theta`` (time, param) with
-save_params, plus whatever the problem's and the run's recorders declare. Every variable has
-``long_name`` and ``units``. Global attrs: see ``REQUIRED_ATTRS``.
+Every dataset carries the global attrs ``kind``, ``schema_version``, ``gfbench_version``, ``title``
+and ``Conventions`` (CF-1.10); ``dataset_attrs`` builds them. The kinds (``KINDS``):
+
+- ``run`` (``gfbench.run``): dims ``time`` (and ``param`` with save_params); coords ``time``
+  (t = k·lr) and ``step`` (k); variables ``loss``, ``grad_norm``, ``distance_from_init``,
+  ``theta`` (time, param) with save_params, plus whatever the problem's and the run's recorders
+  declare, every one with ``time`` first; ``status`` one of RUN_STATUSES. Files written before
+  kinds existed have no ``kind`` attribute and are runs.
+- ``comparison`` (``gfbench.compare``): distances of runs from a reference run on dims (run, time).
+- ``bound`` (``gfbench.theory``): an EC21 bound on dim ``time``, with the run it was evaluated on.
+- ``sweep`` (``gfbench.load_sweep``): a merged sweep; every member variable over (swept dims…,
+  time, …) and the manifest (``status`` one of MEMBER_STATUSES) over the swept dims (attr
+  ``sweep_dims``).
+
+Every data variable, and every coordinate along one of the kind's declared dims, has
+``long_name``, and ``units`` unless it holds strings.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import xarray as xr
 
+from . import __version__
 from .params import ConfigError
 
 SCHEMA_VERSION = 1
 CONVENTIONS = "CF-1.10"
-STATUSES = ("completed", "diverged", "solver_failed")
-REQUIRED_ATTRS = ("gfbench_version", "schema_version", "problem", "problem_params", "solver", "solver_options",
-                  "lr", "steps", "seed", "dtype", "device", "torch_version", "created", "wall_time_s",
-                  "n_grad_evals", "status", "Conventions")
+#: How a run ended; its dataset holds the recorded prefix in every case.
+RUN_STATUSES = ("completed", "diverged", "solver_failed")
+#: A sweep member's status: its run's, or ``failed`` (it raised or its worker died; no file) or
+#: ``pending`` (not run yet).
+MEMBER_STATUSES = (*RUN_STATUSES, "failed", "pending")
+COMMON_ATTRS = ("kind", "schema_version", "gfbench_version", "title", "Conventions")
 CORE_VARIABLES = ("loss", "grad_norm", "distance_from_init")
+
+
+def _check_run(ds: xr.Dataset) -> None:
+    if ds.attrs["status"] not in RUN_STATUSES:
+        raise ValueError(f"status {ds.attrs['status']!r} is not one of {RUN_STATUSES}")
+    for name, var in ds.variables.items():
+        if var.dims[:1] != ("time",) and name != "param":
+            raise ValueError(f"variable {name!r} has dims {var.dims}, expected 'time' first")
+
+
+def _check_sweep(ds: xr.Dataset) -> None:
+    swept = json.loads(ds.attrs["sweep_dims"])
+    if list(ds["status"].dims) != swept:
+        raise ValueError(f"status has dims {ds['status'].dims}, expected the swept dims {swept}")
+    unknown = sorted(set(ds["status"].values.ravel().tolist()) - set(MEMBER_STATUSES))
+    if unknown:
+        raise ValueError(f"member statuses {unknown} are not among {MEMBER_STATUSES}")
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """One kind of dataset: the global attrs, dims and variables (data or coordinate) it must have,
+    and ``check``, the kind's own rules beyond those."""
+
+    name: str
+    attrs: tuple[str, ...]
+    dims: tuple[str, ...]
+    variables: tuple[str, ...]
+    check: Callable[[xr.Dataset], None] | None = None
+
+
+KINDS = {kind.name: kind for kind in (
+    # "kind" is not required of runs: files from before kinds existed lack it (see validate_dataset)
+    DatasetKind("run", (*COMMON_ATTRS[1:], "problem", "problem_params", "solver", "solver_options", "lr", "steps",
+                        "seed", "dtype", "device", "torch_version", "created", "wall_time_s", "n_grad_evals",
+                        "status"),
+                ("time",), ("time", "step", *CORE_VARIABLES), _check_run),
+    DatasetKind("comparison", (*COMMON_ATTRS, "reference", "reference_solver", "reference_lr", "problem",
+                               "problem_params", "seed"),
+                ("run", "time"), ("time", "step", "run", "solver", "lr", "distance", "relative_distance",
+                                  "loss_difference", "ref_distance_from_init")),
+    DatasetKind("bound", (*COMMON_ATTRS, "bound", "estimate", "problem", "problem_params", "seed"),
+                ("time",), ("time",)),
+    DatasetKind("sweep", (*COMMON_ATTRS, "sweep_dims"),
+                (), ("status", "message", "worker", "wall_time_s", "n_grad_evals", "config_hash"), _check_sweep),
+)}
 
 
 def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -42,22 +102,46 @@ def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return encoded
 
 
+def dataset_attrs(kind: str, **attrs: Any) -> dict[str, Any]:
+    """The global attrs of a new ``kind`` dataset: ``kind``, ``schema_version``, ``gfbench_version``,
+    then ``attrs``, then ``Conventions``, encoded by ``encode_attrs``.
+
+    Raises ValueError (a bug in the writer, not a user mistake) when one the kind requires is missing.
+    """
+    encoded = encode_attrs({"kind": kind, "schema_version": SCHEMA_VERSION, "gfbench_version": __version__,
+                            **attrs, "Conventions": CONVENTIONS})
+    missing = [key for key in KINDS[kind].attrs if key not in encoded]
+    if missing:
+        raise ValueError(f"{kind} dataset attrs lack {missing}")
+    return encoded
+
+
 def validate_dataset(ds: xr.Dataset) -> None:
-    """Raise ValueError unless ``ds`` follows schema v1."""
-    missing = [key for key in REQUIRED_ATTRS if key not in ds.attrs]
+    """Raise ValueError (one line) unless ``ds`` follows schema v1 for its ``kind`` (no kind: a run)."""
+    name = ds.attrs.get("kind", "run")
+    if name not in KINDS:
+        raise ValueError(f"kind {name!r} is not one of {', '.join(KINDS)}")
+    kind = KINDS[name]
+    missing = [key for key in kind.attrs if key not in ds.attrs]
     if missing:
         raise ValueError(f"dataset lacks attrs {missing}")
-    if ds.attrs["status"] not in STATUSES:
-        raise ValueError(f"status {ds.attrs['status']!r} is not one of {STATUSES}")
-    for name in ("time", "step", *CORE_VARIABLES):
-        if name not in ds.variables:
-            raise ValueError(f"dataset lacks variable {name!r}")
-    for name, var in ds.variables.items():
-        if var.dims[:1] != ("time",) and name != "param":
-            raise ValueError(f"variable {name!r} has dims {var.dims}, expected 'time' first")
-        for key in ("long_name", "units"):
-            if name != "param" and key not in var.attrs:
-                raise ValueError(f"variable {name!r} lacks the attribute {key!r}")
+    if ds.attrs["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {ds.attrs['schema_version']!r} is not {SCHEMA_VERSION}")
+    for dim in kind.dims:
+        if dim not in ds.sizes:
+            raise ValueError(f"dataset lacks the dimension {dim!r}")
+    for var_name in kind.variables:
+        if var_name not in ds.variables:
+            raise ValueError(f"dataset lacks variable {var_name!r}")
+    for var_name, var in ds.variables.items():
+        if var_name in ds.coords and not set(var.dims) & set(kind.dims):
+            continue  # scalar coords and the index of an undeclared dim (a run's param, a sweep's axes)
+        required = ("long_name",) if var.dtype.kind in "OSU" else ("long_name", "units")
+        for key in required:
+            if key not in var.attrs:
+                raise ValueError(f"variable {var_name!r} lacks the attribute {key!r}")
+    if kind.check is not None:
+        kind.check(ds)
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -91,12 +175,17 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` as netCDF4, atomically (see ``atomic_write``)."""
+    """Validate ``ds`` (``validate_dataset``) and write it to ``path`` as netCDF4, atomically (see ``atomic_write``)."""
+    validate_dataset(ds)
     return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Read a gfbench dataset fully into memory (the file is closed on return)."""
+    """Read a gfbench dataset of any kind fully into memory (the file is closed on return).
+
+    Raises ConfigError, one line naming the file and what is wrong, when the file is missing,
+    unreadable as netCDF, or not a valid gfbench dataset (``validate_dataset``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such dataset file: {str(path)!r}")
@@ -106,4 +195,9 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise ConfigError(f"cannot read {str(path)!r} as netCDF: {error}") from None
     if "schema_version" not in ds.attrs:
         raise ConfigError(f"{str(path)!r} is not a gfbench dataset (no schema_version attribute)")
+    try:
+        validate_dataset(ds)
+    except ValueError as error:
+        raise ConfigError(f"{str(path)!r} is not a valid gfbench {ds.attrs.get('kind', 'run')} dataset: "
+                          f"{error}") from None
     return ds

@@ -10,7 +10,8 @@ class GradientField:
     Every gradient of a run goes through one GradientField, so ``n_evals`` is the run's whole
     gradient cost (solver and recording together). The last evaluation is kept: asking again for
     the same tensor object (GD records θ_k and then steps from it) costs nothing and counts once.
-    Hessian-vector products are counted apart in ``n_hvp`` (a dense Hessian counts d of them).
+    Hessian-vector products taken for a solver (``gfbench.curvature.hessian``) are counted apart
+    in ``n_hvp`` (a dense Hessian counts d of them).
     """
 
     def __init__(self, problem) -> None:
@@ -29,52 +30,17 @@ class GradientField:
             leaf = theta.detach().requires_grad_(True)
             loss = self.problem.loss(leaf)
             (grad,) = torch.autograd.grad(loss, leaf)
-        self.n_evals += 1
-        self._theta, self._loss, self._grad = theta, loss.detach(), grad
+        self.remember(theta, loss.detach(), grad)
         return self._loss, grad
+
+    def remember(self, theta: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """Count (f(θ), ∇f(θ)), detached, as one evaluation and cache it for ``loss_and_grad``.
+
+        For evaluations made elsewhere, e.g. the gradient of a Hessian operator's graph.
+        """
+        self.n_evals += 1
+        self._theta, self._loss, self._grad = theta, loss, grad
 
     def gradient(self, theta: torch.Tensor) -> torch.Tensor:
         """∇f(θ)."""
         return self.loss_and_grad(theta)[1]
-
-    def hvp(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """∇²f(θ) v, detached, by double backward: the gradient of ∇f(θ)·v with respect to θ.
-
-        Costs about two gradient evaluations (the gradient with its graph, then its backward);
-        counted as one in ``n_hvp``, not in ``n_evals``.
-        """
-        from .curvature.hessian import HessianOperator  # lazy: gfbench.curvature imports this module
-
-        self.n_hvp += 1
-        return HessianOperator(self.problem, theta).matvec(v.detach())
-
-    def gradient_and_hessian_gradient(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇f(θ), ∇²f(θ) ∇f(θ)), both detached, from one gradient graph.
-
-        The product is the double backward of ⟨∇f(θ), g⟩ with g = ∇f(θ) held fixed, so the
-        gradient is computed once (with its graph) instead of once plain and once again inside
-        ``hvp``. Counts one gradient evaluation in ``n_evals`` and one product in ``n_hvp``; the
-        gradient is cached like ``loss_and_grad``'s.
-        """
-        from .curvature.hessian import HessianOperator  # lazy: gfbench.curvature imports this module
-
-        operator = HessianOperator(self.problem, theta)
-        product = operator.matvec(operator.gradient)
-        self.n_evals += 1
-        self.n_hvp += 1
-        self._theta, self._loss, self._grad = theta, operator.loss, operator.gradient
-        return operator.gradient, product
-
-    def hessian(self, theta: torch.Tensor) -> torch.Tensor:
-        """The dense Hessian ∇²f(θ) (d × d, symmetrised), as d batched Hessian-vector products.
-
-        Memory O(d²); counted as d in ``n_hvp``. Meant for small d only.
-        """
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.problem.loss(leaf), leaf, create_graph=True)
-            basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-            (rows,) = torch.autograd.grad(grad, leaf, grad_outputs=basis, is_grads_batched=True)
-        self.n_hvp += theta.numel()
-        # Row i is H e_i; averaging with the transpose removes the round-off asymmetry eigh ignores.
-        return (0.5 * (rows + rows.T)).detach()

@@ -6,22 +6,26 @@
 - ``corollary1_step_bound``: Eq. 7 with global constants (strongly convex / convex / non-convex).
 - ``lemma2_bound``, ``prop2_bound``: lower bounds on λmin(∇²f(θ)) for deep linear networks
   (Eqs. 13, 14), recorded by ``LambdaMinBounds`` as ``lemma2_bound`` and ``prop2_bound``.
+- ``bound_summary``: all of these at one horizon t̃ for one gradient flow run (``gfbench bound``).
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
-from .curvature import cumulative_integral
+from .arguments import check_argument
+from .dataset import dataset_attrs
 from .field import GradientField
-from .params import ConfigError
+from .params import POSITIVE, Bounds, ConfigError, Param
 from .problem import GlobalCurvature, Problem
 from .recording import Recorder, RecordPoint, Variable
+from .timeaxis import cumulative_integral, match_times
 
 TRAJECTORY_ESTIMATE = ("trajectory estimate: beta = max|lambda|, gamma = max||grad f|| and m(t) = -lambda_min "
                        "are measured on the gradient flow path, not as sups over the eps-tube around it that "
@@ -32,6 +36,11 @@ THEOREM2_QUADRATURE = ("delta(t) = ||grad f(theta_bar(t)) - grad f(theta_k)|| ev
 #: Gauss–Legendre nodes per GD step for ∫ e^{−μ} δ: exact for polynomials of degree 5, and δ is
 #: linear on each step for a quadratic.
 THEOREM2_NODES = 3
+# ... as default: the bounds have no default tolerance. t_tilde's bounds narrow to the recorded
+# curvature where a run is at hand (bound_summary).
+EPS = Param("eps", float, ..., "tolerance eps on ||theta_k - theta(k lr)||", bounds=POSITIVE)
+T_TILDE = Param("t_tilde", float, None, "horizon t~ (auto: the last curvature evaluation)", bounds=POSITIVE)
+FINITE_POSITIVE = "be a finite number > 0"
 
 
 def _require(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
@@ -48,10 +57,11 @@ def _curvature_nodes(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return (ds.time.values[evaluated], ds.hessian_min_eig.values[evaluated], ds.hessian_max_eig.values[evaluated])
 
 
-def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ConfigError(f"eps must be a finite number > 0, got {eps!r}")
-    return float(eps)
+def _bound_attrs(source: xr.Dataset, bound: str, estimate: str, **extra: Any) -> dict[str, Any]:
+    """A bound dataset's attrs: which bound, how it is estimated, and the run it was evaluated on."""
+    return dataset_attrs("bound", title=f"{bound} for {source.attrs.get('title', 'a run')}", bound=bound,
+                         estimate=estimate, problem=source.attrs["problem"],
+                         problem_params=source.attrs["problem_params"], seed=source.attrs["seed"], **extra)
 
 
 def problem_of(ds: xr.Dataset) -> Problem:
@@ -71,7 +81,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     ``estimate``). Returns ``eta_star``, ``beta``, ``gamma`` on the times up to the last curvature
     evaluation (t > 0).
     """
-    eps = _check_eps(eps)
+    eps = check_argument(EPS, eps, FINITE_POSITIVE)
     if ds_gf.attrs.get("solver") != "gf":
         raise ConfigError(f"Theorem 3 needs a gradient flow dataset (solver gf), got solver "
                           f"{ds_gf.attrs.get('solver')!r}")
@@ -80,8 +90,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     covered = times <= nodes[-1]
     times, grad_norm = times[covered], ds_gf.grad_norm.values[covered]
     mu = cumulative_integral(nodes, -lambda_min, times)
-    steps = np.diff(times)
-    inner = np.concatenate([[0.0], np.cumsum(0.5 * steps * (np.exp(-mu[1:]) + np.exp(-mu[:-1])))])
+    inner = cumulative_integral(times, np.exp(-mu))
     ratio = (eps - np.exp(mu[1:]) * initial_gap) / (np.exp(mu[1:]) * inner[1:])
     sharpness = np.maximum(np.abs(lambda_min), np.abs(lambda_max))
     beta = np.maximum.accumulate(sharpness)[np.searchsorted(nodes, times[1:], side="right") - 1]
@@ -93,8 +102,8 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
          "beta": ("time", beta, {**attrs, "long_name": "max Hessian spectral norm on the path up to t_tilde"}),
          "gamma": ("time", gamma, {**attrs, "long_name": "max gradient norm on the path up to t_tilde"})},
         coords={"time": ("time", times[1:], {"long_name": "t_tilde", "units": "1"})},
-        attrs={"bound": "EC21 Theorem 3, Eq. 7", "eps": eps, "initial_gap": float(initial_gap),
-               "estimate": TRAJECTORY_ESTIMATE})
+        attrs=_bound_attrs(ds_gf, "EC21 Theorem 3, Eq. 7", TRAJECTORY_ESTIMATE, eps=eps,
+                           initial_gap=float(initial_gap)))
 
 
 def _same_run_setup(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> None:
@@ -147,17 +156,16 @@ def theorem2_bound(ds_gf: xr.Dataset, ds_gd: xr.Dataset) -> xr.Dataset:
     bound = np.exp(mu) * np.cumsum(increments)
     data = {"theorem2_bound": ("time", bound, {"long_name": "Theorem 2 bound on ||theta(t) - theta_bar(t)||",
                                                "units": "1"})}
-    if "theta" in ds_gf.variables:
-        gf_at_gd_times = ds_gf.theta.sel(time=times, method="nearest")
-        if np.allclose(gf_at_gd_times.time.values, times, rtol=0, atol=1e-9 * max(1.0, times[-1])):
-            distance = np.linalg.norm(ds_gd.theta.values - gf_at_gd_times.values, axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tightness = np.where(distance > 0, bound / distance, np.nan)
-            data["gd_gf_distance"] = ("time", distance, {"long_name": "measured ||theta_k - theta(k lr)||",
-                                                         "units": "1"})
-            data["tightness"] = ("time", tightness, {"long_name": "theorem2_bound / gd_gf_distance", "units": "1"})
+    i_gd, i_gf = match_times(times, ds_gf.time.values)
+    if "theta" in ds_gf.variables and i_gd.size == times.size:
+        distance = np.linalg.norm(ds_gd.theta.values - ds_gf.theta.values[i_gf], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tightness = np.where(distance > 0, bound / distance, np.nan)
+        data["gd_gf_distance"] = ("time", distance, {"long_name": "measured ||theta_k - theta(k lr)||",
+                                                     "units": "1"})
+        data["tightness"] = ("time", tightness, {"long_name": "theorem2_bound / gd_gf_distance", "units": "1"})
     return xr.Dataset(data, coords={"time": ("time", times, {"long_name": "t = k lr", "units": "1"})},
-                      attrs={"bound": "EC21 Theorem 2, Eq. 4", "estimate": THEOREM2_QUADRATURE})
+                      attrs=_bound_attrs(ds_gd, "EC21 Theorem 2, Eq. 4", THEOREM2_QUADRATURE))
 
 
 def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_tilde: float,
@@ -169,9 +177,8 @@ def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_t
     g = ``initial_gap``. The m > 0 case is Eq. 7 with m(·) ≡ m evaluated at its infimum t = t̃
     (with g = 0 it is c ε m / (e^{m t̃} − 1)). The corollary assumes f ≥ 0 (``curvature.nonnegative``).
     """
-    eps = _check_eps(eps)
-    if not (math.isfinite(t_tilde) and t_tilde > 0):
-        raise ConfigError(f"t_tilde must be a finite number > 0, got {t_tilde!r}")
+    eps = check_argument(EPS, eps, FINITE_POSITIVE)
+    t_tilde = check_argument(replace(T_TILDE, default=...), t_tilde, FINITE_POSITIVE)
     beta, m = curvature.beta, curvature.m
     c = 1.0 / (math.sqrt(2 * beta ** 3 * max(f0, 0.0)) + beta ** 2 * eps)
     if m < 0:
@@ -179,6 +186,102 @@ def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_t
     if m == 0:
         return c * (eps - initial_gap) / t_tilde, "m = 0 (convex)"
     return c * (eps - initial_gap * math.exp(m * t_tilde)) * m / math.expm1(m * t_tilde), "m > 0 (non-convex)"
+
+
+@dataclass(frozen=True)
+class Corollary1Result:
+    """Corollary 1's step-size bound η < ``eta`` from the problem's global β and m (``regime`` names the case).
+
+    ``nonnegative``: whether f ≥ 0 holds, which the corollary assumes.
+    """
+
+    eta: float
+    regime: str
+    beta: float
+    m: float
+    nonnegative: bool
+
+
+@dataclass(frozen=True)
+class Theorem2Result:
+    """Theorem 2 for one GD run: the bound at its last time ``t``; with the GF run's θ at the GD times,
+    the largest measured ‖θ_k − θ(kη)‖, whether the bound holds at every time, and the (min, max) of
+    bound / measured."""
+
+    t: float
+    bound: float
+    max_distance: float | None
+    holds: bool | None
+    tightness: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class BoundSummary:
+    """EC21's bounds at one horizon t̃ for a gradient flow run with curvature (``bound_summary``).
+
+    Theorem 3: ``eta_star``, ``beta``, ``gamma`` at t̃, the recorded μ(t̃) (``mu``) and how the
+    constants were estimated (``estimate``); ``lr`` the run's step size. ``corollary1`` where the
+    problem declares global curvature constants, ``theorem2`` where a GD run was given, and
+    ``lambda_min_margins``: min over evaluated points of λmin − bound for each recorded λmin lower
+    bound (``lemma2_bound``, ``prop2_bound``; ≥ 0 where the bound holds).
+    """
+
+    eps: float
+    t_tilde: float
+    eta_star: float
+    beta: float
+    gamma: float
+    mu: float
+    estimate: str
+    lr: float
+    corollary1: Corollary1Result | None
+    theorem2: Theorem2Result | None
+    lambda_min_margins: dict[str, float]
+
+    @property
+    def lr_below_eta_star(self) -> bool:
+        return self.lr < self.eta_star
+
+
+def bound_summary(ds_gf: xr.Dataset, eps: float, t_tilde: float | None = None, ds_gd: xr.Dataset | None = None,
+                  *, t_tilde_name: str = "t_tilde") -> BoundSummary:
+    """Theorems 3 and 2, Corollary 1 and the λmin bounds' margins for ``ds_gf`` at t̃ (EC21 Sections 3-4).
+
+    ``t_tilde`` must lie in the recorded curvature's times t > 0 (default: its last); Theorem 3 is
+    read at the last record time ≤ t̃. ``ds_gd``: a GD run for Theorem 2 (see ``theorem2_bound``).
+    ``t_tilde_name`` is what a bad t̃'s ConfigError calls it (the CLI's flag).
+    """
+    bound3 = theorem3_step_bound(ds_gf, eps)
+    first, last = float(bound3.time[0]), float(bound3.time[-1])
+    horizon = replace(T_TILDE, name=t_tilde_name, bounds=Bounds(first, last))
+    t_tilde = check_argument(horizon, t_tilde, f"lie in [{first:g}, {last:g}] (the recorded curvature)")
+    t_tilde = last if t_tilde is None else t_tilde
+    bound2 = theorem2_bound(ds_gf, ds_gd) if ds_gd is not None else None
+    at = bound3.sel(time=t_tilde, method="pad")
+    eta_star = float(at.eta_star)
+
+    corollary1 = None
+    curvature = problem_of(ds_gf).global_curvature()
+    if curvature is not None:
+        eta, regime = corollary1_step_bound(curvature, float(ds_gf.loss[0]), eps, float(at.time))
+        corollary1 = Corollary1Result(eta, regime, curvature.beta, curvature.m, curvature.nonnegative)
+
+    theorem2 = None
+    if bound2 is not None:
+        measured = "gd_gf_distance" in bound2
+        theorem2 = Theorem2Result(
+            float(bound2.time[-1]), float(bound2.theorem2_bound[-1]),
+            float(bound2.gd_gf_distance.max()) if measured else None,
+            bool(np.all(bound2.theorem2_bound.values >= bound2.gd_gf_distance.values)) if measured else None,
+            (float(bound2.tightness.min()), float(bound2.tightness.max())) if measured else None)
+
+    margins = {name: float((ds_gf.hessian_min_eig - ds_gf[name]).min()) for name in ("lemma2_bound", "prop2_bound")
+               if name in ds_gf and np.isfinite(ds_gf[name].values).any()}
+    return BoundSummary(eps=bound3.attrs["eps"], t_tilde=float(at.time), eta_star=eta_star,
+                        beta=float(at.beta), gamma=float(at.gamma),
+                        mu=float(ds_gf.curvature_integral.sel(time=float(at.time), method="nearest")),
+                        estimate=bound3.attrs["estimate"], lr=float(ds_gf.attrs["lr"]), corollary1=corollary1,
+                        theorem2=theorem2, lambda_min_margins=margins)
 
 
 def _deep_linear_terms(problem, theta: torch.Tensor) -> tuple[int, float, float, list[float]]:

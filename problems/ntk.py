@@ -12,6 +12,7 @@ from gfbench.mnist import DATA_DIR_PARAM, mnist_tensors
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
 from gfbench.problem import Problem
 from gfbench.recording import Recorder, RecordPoint, Variable
+from gfbench.timeaxis import cumulative_integral
 
 MNIST_DIM = 784
 
@@ -137,8 +138,7 @@ class NTKRecorder(Recorder):
 
     def finish(self, ds: xr.Dataset) -> xr.Dataset:
         times, eigs = ds["time"].values, ds["ntk_min_eig"].values
-        integral = np.concatenate([[0.0], np.cumsum(0.5 * (eigs[1:] + eigs[:-1]) * np.diff(times))])[:len(times)]
-        bound = self.initial_loss * np.exp(-2.0 / self.n * integral)
+        bound = self.initial_loss * np.exp(-2.0 / self.n * cumulative_integral(times, eigs))
         return ds.assign(loss_bound_measured=("time", bound, {
             "long_name": "L(0) exp(-(2/n) integral_0^t lambda_min(H(s)) ds), trapezoidal rule over the recorded "
                          "points", "units": "1"}))

@@ -1,6 +1,7 @@
 """The implicit-gradient-regularisation flow: gradient flow on a modified loss."""
 from __future__ import annotations
 
+from gfbench.curvature.hessian import gradient_and_hessian_gradient
 from gfbench.ode import Flow, FlowSolver
 
 
@@ -18,7 +19,7 @@ class IGR(FlowSolver):
 
     def flow(self, field, theta0, lr) -> Flow:
         def rhs(theta):
-            grad, hessian_grad = field.gradient_and_hessian_gradient(theta)
+            grad, hessian_grad = gradient_and_hessian_gradient(field, theta)
             return -grad - 0.5 * lr * hessian_grad
 
         return Flow(rhs=rhs)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from gfbench.curvature.hessian import dense_hessian
 from gfbench.ode import FLOW_PARAMETERS, Flow, FlowSolver, FlowUndefined
 from gfbench.params import AT_LEAST_ONE, ConfigError, Param
 
@@ -43,7 +44,8 @@ class Principal(FlowSolver):
 
     def flow(self, field, theta0, lr) -> Flow:
         def rhs(theta):
-            eigenvalues, eigenvectors = torch.linalg.eigh(field.hessian(theta))
+            hessian = dense_hessian(field.problem, theta, max_dim=self.options["max_dim"], field=field)
+            eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
             z = lr * eigenvalues
             if z.max() >= 1:
                 raise FlowUndefined(f"lr*lambda_max = {float(z.max()):.6g} >= 1: the principal flow is complex "

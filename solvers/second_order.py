@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from gfbench.curvature.hessian import gradient_and_hessian_gradient
 from gfbench.ode import FLOW_PARAMETERS, Flow, FlowSolver
 from gfbench.params import Param
 
@@ -61,7 +62,7 @@ class SecondOrder(FlowSolver):
         if choice == "zero":
             v0 = torch.zeros_like(theta0)
         elif choice == "slow_manifold":
-            grad0, hessian_grad0 = field.gradient_and_hessian_gradient(theta0)
+            grad0, hessian_grad0 = gradient_and_hessian_gradient(field, theta0)
             v0 = -grad0 - 0.5 * lr * hessian_grad0
         else:
             v0 = -field.gradient(theta0)

@@ -5,6 +5,7 @@ import scipy.linalg
 import torch
 
 import gfbench
+from gfbench.curvature.hessian import dense_hessian, gradient_and_hessian_gradient, hessian_vector_product
 from gfbench.field import GradientField
 from gfbench.problem import Problem
 from gfbench.solvers.principal import principal_coefficient
@@ -27,8 +28,8 @@ def test_hvp_and_hessian_match_the_quadratic_matrix_and_finite_differences():
     quadratic = _quadratic()
     field = GradientField(quadratic)
     theta, v = quadratic.init(1), torch.randn(12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    assert torch.allclose(field.hvp(theta, v), quadratic.hessian() @ v, rtol=0, atol=1e-13)
-    assert torch.allclose(field.hessian(theta), quadratic.hessian(), rtol=0, atol=1e-13)
+    assert torch.allclose(hessian_vector_product(field, theta, v), quadratic.hessian() @ v, rtol=0, atol=1e-13)
+    assert torch.allclose(dense_hessian(quadratic, theta, field=field), quadratic.hessian(), rtol=0, atol=1e-13)
     assert field.n_hvp == 1 + 12 and field.n_evals == 0
 
     net = gfbench.get_problem("deep_linear", input_dim=3, width=3, init="gaussian", init_std=0.5)
@@ -37,8 +38,8 @@ def test_hvp_and_hessian_match_the_quadratic_matrix_and_finite_differences():
     v = torch.randn(net.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     h = 1e-5  # central difference of the gradient: error O(h²) ~ 1e-10, round-off ~ 1e-11
     difference = (GradientField(net).gradient(theta + h * v) - GradientField(net).gradient(theta - h * v)) / (2 * h)
-    assert torch.allclose(field.hvp(theta, v), difference, rtol=0, atol=1e-8)
-    assert torch.allclose(field.hessian(theta) @ v, difference, rtol=0, atol=1e-8)
+    assert torch.allclose(hessian_vector_product(field, theta, v), difference, rtol=0, atol=1e-8)
+    assert torch.allclose(dense_hessian(net, theta, field=field) @ v, difference, rtol=0, atol=1e-8)
 
 
 
@@ -72,10 +73,10 @@ def test_gradient_and_hessian_gradient_from_one_graph(problem):
     """The fused (∇f, ∇²f∇f) equals a plain gradient followed by a separate HVP, at one gradient's count."""
     theta = problem.init(4)
     fused, separate = GradientField(problem), GradientField(problem)
-    grad, hessian_grad = fused.gradient_and_hessian_gradient(theta)
+    grad, hessian_grad = gradient_and_hessian_gradient(fused, theta)
     reference_grad = separate.gradient(theta)
     assert torch.allclose(grad, reference_grad, rtol=0, atol=1e-14)
-    assert torch.allclose(hessian_grad, separate.hvp(theta, reference_grad), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(hessian_grad, hessian_vector_product(separate, theta, reference_grad), rtol=1e-12, atol=1e-14)
     assert (fused.n_evals, fused.n_hvp) == (1, 1)
     fused.gradient(theta)  # served from the cache the fused call filled
     assert fused.n_evals == 1

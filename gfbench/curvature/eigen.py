@@ -1,11 +1,12 @@
 """Extreme eigenpairs of a symmetric operator: Lanczos with full reorthogonalisation, and a dense reference."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..params import ConfigError
+from ..arguments import check_argument
+from ..params import AT_LEAST_ONE, Bounds, Param
 from .hessian import LinearOperator
 
 WHICH = ("both", "smallest", "largest")
@@ -22,6 +23,12 @@ CHECK_SPACING = 20
 WARM_START_NOISE = 1e-2
 #: Projection passes after which a new basis column still cancelling counts as inside the span.
 MAX_PROJECTIONS = 4
+UNIT_INTERVAL = Bounds(0, 1, low_open=True, high_open=True)
+#: The eigensolvers' arguments; k's upper bound, the operator size n, is set per call.
+K = Param("k", int, 1, "eigenpairs wanted at each end of the spectrum", bounds=AT_LEAST_ONE)
+WHICH_END = Param("which", str, "both", "which end(s) of the spectrum", choices=WHICH)
+TOL = Param("tol", float, DEFAULT_TOL, "residual tolerance relative to ||H||", bounds=UNIT_INTERVAL)
+MAX_ITER = Param("max_iter", int, None, "cap on operator products (auto: min(n, 500))", bounds=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,10 @@ def _wanted(count: int, k: int, which: str) -> list[int]:
     return sorted(set(low) | set(high))
 
 
-def _check(size: int, k, which, tol) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
-        raise ConfigError(f"k must be an integer in [1, {size}] (the operator size), got {k!r}")
-    if which not in WHICH:
-        raise ConfigError(f"which must be one of {', '.join(WHICH)}; got {which!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-        raise ConfigError(f"tol must be a number in (0, 1), got {tol!r}")
+def _check(size: int, k, which, tol) -> tuple[int, str, float]:
+    """(k, which, tol) checked against K, WHICH_END and TOL for an operator of size ``size``."""
+    return (check_argument(replace(K, bounds=Bounds(1, size)), k, f"be an integer in [1, {size}] (the operator size)"),
+            check_argument(WHICH_END, which), check_argument(TOL, tol))
 
 
 def _orthogonalise(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -95,9 +99,8 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
     ``converged=False``. Memory O(n · iterations).
     """
     n = operator.size
-    _check(n, k, which, tol)
-    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
-        raise ConfigError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    k, which, tol = _check(n, k, which, tol)
+    max_iter = check_argument(MAX_ITER, max_iter)
     limit = min(n, DEFAULT_MAX_ITER if max_iter is None else max_iter)
     dtype, device = operator.dtype, operator.device
     generator = torch.Generator().manual_seed(int(seed))
@@ -189,7 +192,7 @@ def _project_out(vector: torch.Tensor, basis: torch.Tensor) -> torch.Tensor | No
 def dense_eigenpairs(matrix: torch.Tensor, *, k: int = 1, which: str = "both") -> EigenResult:
     """The same selection as ``lanczos`` from a dense symmetric matrix by ``torch.linalg.eigh``."""
     n = matrix.shape[0]
-    _check(n, k, which, DEFAULT_TOL)
+    k, which, _ = _check(n, k, which, DEFAULT_TOL)
     values, vectors = torch.linalg.eigh(matrix)
     wanted = _wanted(n, k, which)
     values, vectors = values[wanted], vectors[:, wanted]

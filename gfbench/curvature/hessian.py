@@ -90,8 +90,47 @@ class MatrixOperator:
         return self.matrix @ v
 
 
-def dense_hessian(problem, theta: torch.Tensor) -> torch.Tensor:
-    """∇²f(θ) as a symmetric (d, d) matrix (``GradientField.hessian``: d batched products); d ≤ DENSE_MAX_DIM."""
-    if theta.numel() > DENSE_MAX_DIM:
-        raise ConfigError(f"the dense Hessian needs d <= {DENSE_MAX_DIM}, got d={theta.numel()}; use Lanczos")
-    return GradientField(problem).hessian(theta)
+def hessian_vector_product(field: GradientField, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """∇²f(θ) v for ``field``'s problem, detached, by double backward (the gradient of ⟨∇f(θ), v⟩).
+
+    Costs about two gradient evaluations (the gradient with its graph, then its backward);
+    counted as one in ``field.n_hvp``, not in ``n_evals``.
+    """
+    field.n_hvp += 1
+    return HessianOperator(field.problem, theta).matvec(v.detach())
+
+
+def gradient_and_hessian_gradient(field: GradientField, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇f(θ), ∇²f(θ) ∇f(θ)), both detached, from one gradient graph (IGR's and second_order's need).
+
+    The product is the double backward of ⟨∇f(θ), g⟩ with g = ∇f(θ) held fixed, so the gradient
+    is computed once (with its graph) instead of once plain and once again inside
+    ``hessian_vector_product``. Counts one evaluation in ``field.n_evals`` (the gradient is cached
+    there like ``loss_and_grad``'s) and one product in ``field.n_hvp``.
+    """
+    operator = HessianOperator(field.problem, theta)
+    product = operator.matvec(operator.gradient)
+    field.n_hvp += 1
+    field.remember(theta, operator.loss, operator.gradient)
+    return operator.gradient, product
+
+
+def dense_hessian(problem, theta: torch.Tensor, *, max_dim: int = DENSE_MAX_DIM,
+                  field: GradientField | None = None) -> torch.Tensor:
+    """∇²f(θ) as a symmetric (d, d) matrix, from d Hessian-vector products batched in one backward.
+
+    Row i is H e_i, the double backward of ∇f(θ) with the basis vector e_i; the result is
+    ½(H + Hᵀ), which removes the round-off asymmetry ``eigh`` would ignore. Memory O(d²);
+    ConfigError for d > ``max_dim``. With ``field`` (the run's), counted as d in ``field.n_hvp``.
+    """
+    d = theta.numel()
+    if d > max_dim:
+        raise ConfigError(f"the dense Hessian needs d <= {max_dim}, got d={d}; use Lanczos")
+    with torch.enable_grad():
+        leaf = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(problem.loss(leaf), leaf, create_graph=True)
+        basis = torch.eye(d, dtype=theta.dtype, device=theta.device)
+        (rows,) = torch.autograd.grad(grad, leaf, grad_outputs=basis, is_grads_batched=True)
+    if field is not None:
+        field.n_hvp += d
+    return (0.5 * (rows + rows.T)).detach()

@@ -3,58 +3,44 @@ from __future__ import annotations
 
 import time as wallclock
 import warnings
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
-from ..params import ConfigError
+from ..arguments import check_argument
+from ..params import AT_LEAST_ONE, Bounds, ConfigError, Param
 from ..recording import Recorder, RecordPoint, Variable
-from .eigen import DEFAULT_TOL, dense_eigenpairs, lanczos
+from ..timeaxis import cumulative_integral
+from .eigen import DEFAULT_TOL, UNIT_INTERVAL, dense_eigenpairs, lanczos
 from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HessianOperator, check_hvp_method, dense_hessian
 
 EIGENSOLVERS = ("lanczos", "dense")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+#: The recorder's options as ``gfbench.run`` takes them; k's upper bound, d/2, is set per problem.
+CURVATURE_EVERY = Param("curvature_every", int, 1, "record curvature at every K-th record point",
+                        bounds=AT_LEAST_ONE)
+CURVATURE_K = Param("curvature_k", int, 1, "extreme eigenvalues per end", bounds=AT_LEAST_ONE)
+CURVATURE_TOL = Param("curvature_tol", float, DEFAULT_TOL, "Lanczos residual tolerance relative to ||H||",
+                      bounds=UNIT_INTERVAL)
+EIGENSOLVER = Param("eigensolver", str, "lanczos", "how the eigenvalues are found", choices=EIGENSOLVERS)
 
 
 def check_curvature_options(dim: int, every: Any, k: Any, tol: Any, hvp: Any = DEFAULT_HVP,
-                            eigensolver: Any = "lanczos") -> None:
-    """Raise ConfigError naming the first bad curvature option for a problem of dimension ``dim``."""
-    if not _is_int(every) or every < 1:
-        raise ConfigError(f"curvature_every must be an integer >= 1 (or None for no curvature), got {every!r}")
-    if not _is_int(k) or k < 1 or (k > 1 and 2 * k > dim):
-        raise ConfigError(f"curvature_k must be 1 or an integer with 2k <= d = {dim}, got {k!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-        raise ConfigError(f"curvature_tol must be a number in (0, 1), got {tol!r}")
+                            eigensolver: Any = "lanczos") -> tuple[int, int, float, str]:
+    """(every, k, tol, eigensolver) checked for a problem of dimension ``dim``; ConfigError names the first bad one.
+
+    k = 1 always, else 2k ≤ d: the k smallest and k largest eigenvalues must be distinct ones.
+    """
+    every = check_argument(CURVATURE_EVERY, every, "be an integer >= 1 (or None for no curvature)")
+    k = check_argument(replace(CURVATURE_K, bounds=Bounds(1, max(1, dim // 2))), k,
+                       f"be 1 or an integer with 2k <= d = {dim}")
+    tol = check_argument(CURVATURE_TOL, tol)
     check_hvp_method(hvp)
-    if eigensolver not in EIGENSOLVERS:
-        raise ConfigError(f"eigensolver must be one of {', '.join(EIGENSOLVERS)}; got {eigensolver!r}")
+    eigensolver = check_argument(EIGENSOLVER, eigensolver)
     if eigensolver == "dense" and dim > DENSE_MAX_DIM:
         raise ConfigError(f"eigensolver 'dense' needs d <= {DENSE_MAX_DIM}, got d={dim}; use lanczos")
-
-
-def cumulative_integral(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """∫_{times[0]}^{q} v(s) ds for each q in ``query``, v the piecewise-linear interpolant of ``values``.
-
-    At the nodes this is the cumulative trapezoid rule; between nodes it integrates the linear
-    interpolant exactly. NaN for q outside [times[0], times[-1]].
-    """
-    times, values, query = (np.asarray(a, dtype=np.float64) for a in (times, values, query))
-    nodes = np.concatenate([[0.0], np.cumsum(0.5 * np.diff(times) * (values[1:] + values[:-1]))])
-    result = np.full(query.shape, np.nan)
-    inside = (query >= times[0]) & (query <= times[-1])
-    if times.size == 1:
-        result[inside] = 0.0
-        return result
-    q = query[inside]
-    left = np.clip(np.searchsorted(times, q, side="right") - 1, 0, times.size - 2)
-    h = q - times[left]
-    slope = (values[left + 1] - values[left]) / (times[left + 1] - times[left])
-    result[inside] = nodes[left] + h * values[left] + 0.5 * slope * h ** 2
-    return result
+    return every, k, tol, eigensolver
 
 
 class CurvatureRecorder(Recorder):
@@ -80,13 +66,9 @@ class CurvatureRecorder(Recorder):
     def __init__(self, dim: int, lr: float, *, every: int = 1, k: int = 1, tol: float = DEFAULT_TOL,
                  hvp: str = DEFAULT_HVP, eigensolver: str = "lanczos", final_index: int | None = None,
                  seed: int = 0, max_iter: int | None = None) -> None:
-        check_curvature_options(dim, every, k, tol, hvp, eigensolver)
+        self.every, self.k, self.tol, self.eigensolver = check_curvature_options(dim, every, k, tol, hvp, eigensolver)
         self.lr = lr
-        self.every = every
-        self.k = k
-        self.tol = tol
         self.hvp = hvp
-        self.eigensolver = eigensolver
         self.final_index = final_index
         self.seed = seed
         self.max_iter = max_iter

@@ -1,21 +1,40 @@
 """Command line: ``gfbench run | reproduce | sweep | list | info | compare | plot | bound``.
 
 Exit codes: 0 completed, 2 bad input (one-line message, nothing computed or written),
-3 diverged, 4 solver failed (the recorded prefix is written in both cases), 130 interrupted.
+3 diverged, 4 solver failed, 130 interrupted by Ctrl-C, 143 terminated by SIGTERM (``run`` writes
+the recorded prefix in these four cases, with status diverged, solver_failed or interrupted).
 ``gfbench sweep``: 0 when every member has a dataset (completed, diverged or solver_failed),
 5 when some member failed (its error is in the manifest), 130 interrupted (finished members kept).
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_SOLVER_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 EXIT_MEMBERS_FAILED = 5
-EXIT_BY_STATUS = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "solver_failed": EXIT_SOLVER_FAILED}
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_BY_STATUS = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "solver_failed": EXIT_SOLVER_FAILED,
+                  "interrupted": EXIT_INTERRUPTED}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that runs keep their prefix and writes clean up after themselves."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated("terminated by SIGTERM")
+
+
+def _interrupt_exit_code(error: BaseException) -> int:
+    """143 when SIGTERM caused ``error`` (directly or as the cause of a RunInterrupted), else 130."""
+    terminated = isinstance(error, _Terminated) or isinstance(error.__cause__, _Terminated)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,6 +197,7 @@ def cmd_run(args) -> int:
     import gfbench
     from gfbench.dataset import check_writable
     from gfbench.params import parse_assignments
+    from gfbench.run import RunInterrupted
     from gfbench.spec import SETTINGS_BY_NAME, RunSpec
 
     problem = gfbench.get_problem(args.problem, **_problem_params(args))
@@ -185,7 +205,12 @@ def cmd_run(args) -> int:
     spec = RunSpec.resolve(problem, solver, **_given_settings(args, SETTINGS_BY_NAME))
     out = check_writable(args.out) if args.out is not None else _default_out(problem.name, solver.name)
 
-    ds = gfbench.run(problem, solver, progress=not args.quiet, **spec.settings)
+    try:
+        ds = gfbench.run(problem, solver, progress=not args.quiet, **spec.settings)
+    except RunInterrupted as interrupted:
+        gfbench.save(interrupted.dataset, out)
+        print(f"gfbench: {interrupted}; wrote the recorded prefix to {out}", file=sys.stderr)
+        return _interrupt_exit_code(interrupted)
     gfbench.save(ds, out)
     status = ds.attrs["status"]
     if not args.quiet:
@@ -211,6 +236,7 @@ def _split(text: str, flag: str) -> list[str]:
 
 
 def cmd_sweep(args) -> int:
+    from gfbench.dataset import MEMBER_STATUSES
     from gfbench.params import parse_assignments
     from gfbench.spec import SETTINGS_BY_NAME
     from gfbench.sweep import MANIFEST, Grid, sweep
@@ -231,15 +257,13 @@ def cmd_sweep(args) -> int:
     except ImportError as error:  # dask.distributed is an optional dependency
         print(f"gfbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(f"gfbench: interrupted; finished members are kept in {args.out}; re-run the same command to resume",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupt_exit_code(interrupt)
     failed = summary.count("failed")
     if not args.quiet:
-        counts = ", ".join(f"{status} {summary.count(status)}"
-                           for status in ("completed", "diverged", "solver_failed", "failed")
-                           if summary.count(status))
+        counts = ", ".join(f"{status} {summary.count(status)}" for status in MEMBER_STATUSES if summary.count(status))
         print(f"{len(summary.members)} members ({len(summary.executed)} run, {len(summary.skipped)} already done): "
               f"{counts}; wrote {summary.out}")
     if failed:
@@ -359,15 +383,21 @@ COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "lis
 def main(argv: Sequence[str] | None = None) -> int:
     from gfbench.params import ConfigError
 
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (_UsageError, ConfigError) as error:
         print(f"gfbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("gfbench: interrupted; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        print(f"gfbench: {'terminated' if isinstance(interrupt, _Terminated) else 'interrupted'}; "
+              "nothing more written", file=sys.stderr)
+        return _interrupt_exit_code(interrupt)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,11 @@ from .params import ConfigError
 
 SCHEMA_VERSION = 1
 CONVENTIONS = "CF-1.10"
-#: How a run ended; its dataset holds the recorded prefix in every case.
-RUN_STATUSES = ("completed", "diverged", "solver_failed")
+#: How a run can end by itself; it is deterministic, so running it again would end the same way.
+FINISHED_STATUSES = ("completed", "diverged", "solver_failed")
+#: How a run ended; its dataset holds the recorded prefix in every case (``interrupted``: by Ctrl-C
+#: or SIGTERM, never reused by a resume).
+RUN_STATUSES = (*FINISHED_STATUSES, "interrupted")
 #: A sweep member's status: its run's, or ``failed`` (it raised or its worker died; no file) or
 #: ``pending`` (not run yet).
 MEMBER_STATUSES = (*RUN_STATUSES, "failed", "pending")

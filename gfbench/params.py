@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, NoReturn
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A user mistake in a name, a parameter, an option or a path.
@@ -75,8 +77,14 @@ class Param:
     """One declared parameter: its name, type (int, float, str or bool), default and one-line help.
 
     ``default=None`` means "chosen automatically" (the help says how; ``auto`` or ``none`` on
-    the command line). ``choices`` restricts a str; ``bounds`` restricts a number. Integers
-    (numpy's included) must fit in int64; floats (numpy's included) must be finite.
+    the command line); ``default=...`` means required (None is refused). ``choices`` restricts
+    a str; ``bounds`` restricts a number. Integers (numpy's included) must fit in int64; floats
+    (numpy's included) must be finite. ``requirement`` words what is allowed where the type,
+    bounds and choices cannot say it all (e.g. "be 1 or an integer with 2k <= d").
+
+    Two ways in: ``convert`` for a problem's or solver's parameters (``--param``, keywords of
+    ``get_problem``), and ``check`` for a function's or a run's own arguments, whose every error
+    states the whole requirement: "steps must be an integer >= 1, got 0".
     """
 
     name: str
@@ -85,6 +93,7 @@ class Param:
     help: str
     choices: tuple[str, ...] | None = None
     bounds: Bounds | None = None
+    requirement: str | None = None
 
     def describe(self) -> str:
         """``name (type, default X, constraint): help`` for listings."""
@@ -96,47 +105,65 @@ class Param:
             extra = f", {self.bounds}"
         return f"{self.name} ({self.type.__name__}, default {default}{extra}): {self.help}"
 
-    def convert(self, value: Any, owner: str, *, parse_text: bool = True) -> Any:
-        """Return ``value`` as this parameter's type, or raise ConfigError naming it.
+    def requires(self) -> str:
+        """What is allowed, as the end of "NAME must …": e.g. "be an integer >= 1", "be one of a, b"."""
+        if self.requirement is not None:
+            return self.requirement
+        if self.choices is not None:
+            return f"be one of {', '.join(self.choices)}"
+        if self.type is float:
+            bounded = self.bounds is not None and None not in (self.bounds.low, self.bounds.high)
+            kind = "a number" if bounded else "a finite number"
+        else:
+            kind = {int: "an integer", bool: "a bool (true/false)"}.get(self.type, f"a {self.type.__name__}")
+        return f"be {kind} {self.bounds}" if self.bounds is not None else f"be {kind}"
 
-        A string given for a non-string parameter is parsed (command-line text) when
-        ``parse_text``; otherwise it is refused like any other wrong type.
+    def convert(self, value: Any, owner: str) -> Any:
+        """``value`` (a Python value or command-line text) as this parameter's type, or ConfigError
+        "OWNER parameter 'NAME' must …" naming what it misses."""
+        return self._convert(value, f"{owner} parameter {self.name!r}", parse_text=True, whole=False)
+
+    def check(self, value: Any, *, text: bool = False) -> Any:
+        """``value`` as this parameter's type, or ConfigError "NAME must REQUIREMENT, got VALUE".
+
+        A Python argument unless ``text``: a string is then refused where a number is declared.
         """
-        where = f"{owner} parameter {self.name!r}" if owner else self.name
+        return self._convert(value, self.name, parse_text=text, whole=True)
+
+    def _convert(self, value: Any, where: str, *, parse_text: bool, whole: bool) -> Any:
+        def refuse(missed: str) -> NoReturn:
+            raise ConfigError(f"{where} must {self.requires() if whole else missed}, got {value!r}")
+
         if isinstance(value, str) and self.type is not str and parse_text:
             value = self.parse(value, where)
         if value is None and self.default is None:
             return None
         if self.type is bool:
-            if not isinstance(value, bool):
-                self._fail(where, value, "a bool")
+            if not isinstance(value, (bool, np.bool_)):
+                refuse("be a bool")
+            value = bool(value)
         elif self.type is int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                self._fail(where, value, "an integer")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                refuse("be an integer")
             value = int(value)
             if abs(value) > INT64_MAX:
                 raise ConfigError(f"{where} must be an integer of magnitude < 2**63 (int64), got {value!r}")
         elif self.type is float:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                self._fail(where, value, "a float")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                refuse("be a float")
             value = float(value)
             if not math.isfinite(value):
-                self._fail(where, value, "finite")
+                refuse("be finite")
         elif not isinstance(value, self.type):
-            self._fail(where, value, f"a {self.type.__name__}")
+            refuse(f"be a {self.type.__name__}")
         if self.choices is not None and value not in self.choices:
-            self._fail_choice(where, value)
+            if whole:
+                refuse("")
+            raise ConfigError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}"
+                              + suggest(str(value), self.choices))
         if self.bounds is not None and not self.bounds.contains(value):
-            self._fail(where, value, str(self.bounds))
+            refuse(f"be {self.bounds}")
         return value
-
-    def _fail(self, where: str, value: Any, requirement: str) -> NoReturn:
-        """Raise the one-line error for ``value``, which misses ``requirement``."""
-        raise ConfigError(f"{where} must be {requirement}, got {value!r}")
-
-    def _fail_choice(self, where: str, value: Any) -> NoReturn:
-        raise ConfigError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}"
-                          + suggest(str(value), self.choices))
 
     def parse(self, text: str, where: str) -> Any:
         """Command-line ``text`` as this parameter's type (``auto``/``none``: None where the default is automatic)."""
@@ -151,7 +178,7 @@ class Param:
             return self.type(text)
         except ValueError:
             kind = {int: "an integer", float: "a number", bool: "a bool (true/false)"}.get(self.type, self.type.__name__)
-            self._fail(where, text, kind)
+            raise ConfigError(f"{where} must be {kind}, got {text!r}") from None
 
 
 def resolve_params(declared: Iterable[Param], given: Mapping[str, Any], owner: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .dataset import load, save
 from .params import AT_LEAST_ONE, Bounds, ConfigError
 from .plot import _pyplot, save_figure
 from .registry import available_problems, get_problem, get_solver
-from .run import run
+from .run import RunInterrupted, run
 from .spec import RunSpec, Setting, check_setting_names
 
 PAPER_NETS = ("linear_fc", "relu_fc", "cnn")
@@ -39,9 +39,9 @@ GF_OPTIONS = {"rtol": 1e-8, "atol": 1e-10}
 #: (lr, steps, record_every, save_params) from eta0, the ratios and the checkpoint grid.
 FIGURE_SETTINGS = ("seed", "device", "dtype", "curvature_every", "curvature_k", "curvature_tol")
 SCALE = Setting("scale", str, "small", "eta0 iterations: paper 10,000, small 1,000", choices=tuple(SCALES),
-                requirement=" or ".join(SCALES))
+                requirement="be " + " or ".join(SCALES))
 RATIO = Setting("ratios", int, None, "step-size ratios r of the eta0/r runs", bounds=Bounds(2, None),
-                requirement="integers >= 2")
+                requirement="be integers >= 2")
 ITERATIONS = Setting("steps", int, None, "eta0 iterations, a multiple of the checkpoint count", bounds=AT_LEAST_ONE)
 
 
@@ -101,7 +101,11 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
         spec, path = specs[net, label], out / f"{net}-{stem}.nc"
         runs[net][label] = _finished(path, spec) if resume else None
         if runs[net][label] is None:
-            runs[net][label] = run(spec.problem, spec.solver, progress=progress, **spec.settings)
+            try:
+                runs[net][label] = run(spec.problem, spec.solver, progress=progress, **spec.settings)
+            except RunInterrupted as interrupted:  # keep the prefix; --resume runs it again
+                save(interrupted.dataset, path)
+                raise
             save(runs[net][label], path)
         elif progress:
             tqdm.write(f"reusing {path} (same configuration, finished)")

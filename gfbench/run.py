@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import time as wallclock
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import __version__
 from .curvature import CurvatureRecorder
-from .dataset import CONVENTIONS, SCHEMA_VERSION, encode_attrs
+from .dataset import dataset_attrs
 from .field import GradientField
 from .problem import Problem
 from .recording import Recorder, RecordPoint, Recording, TrajectoryRecorder
@@ -32,6 +31,7 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
     Stops early, keeping the recorded prefix, when θ, the loss or the gradient becomes
     non-finite or a recorded value is infinite (``status=diverged``; that point is not stored)
     or the solver fails (``status=solver_failed``); ``message`` says why and at what time.
+    Ctrl-C raises ``RunInterrupted`` (a KeyboardInterrupt) holding the prefix, ``status=interrupted``.
     ``recorders`` add variables beyond the schema's core and the problem's own.
     ``curvature_every=K`` adds λmin/λmax of the Hessian at every K-th record point and the last
     (``curvature_k`` extreme pairs at each end, Lanczos tolerance ``curvature_tol``; see
@@ -53,44 +53,71 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
     recording = Recording([TrajectoryRecorder(problem.dim, spec.save_params), *problem.recorders(), *curvature,
                            *recorders], len(record_steps))
     integration = solver.start(field, theta0, spec.lr)
-    status, message = "completed", None
+    status, message, interrupt = "completed", "", None
     with torch.no_grad(), tqdm(total=spec.steps, disable=not progress, delay=2.0, unit="step",
                                desc=f"{problem.name}/{solver.name}", leave=False) as bar:
-        for index, step in enumerate(record_steps):
-            try:
-                theta = integration.advance_to(int(step))
-            except SolverFailure as failure:
-                status, message = "solver_failed", f"{solver.name}: {failure}"
-                break
-            point = RecordPoint(index, int(step), float(times[index]), theta, theta0, field, problem)
-            where = f"at step {int(step)} (t={times[index]:g})"
-            if not (torch.isfinite(theta).all() and torch.isfinite(point.loss) and torch.isfinite(point.grad).all()):
-                status, message = "diverged", f"non-finite parameters, loss or gradient {where}"
-                break
-            infinite = recording.record(point)
-            if infinite:
-                status, message = "diverged", f"infinite {', '.join(infinite)} {where}"
-                break
-            bar.update(int(step) - bar.n)
+        try:
+            for index, step in enumerate(record_steps):
+                try:
+                    theta = integration.advance_to(int(step))
+                except SolverFailure as failure:
+                    status, message = "solver_failed", f"{solver.name}: {failure}"
+                    break
+                point = RecordPoint(index, int(step), float(times[index]), theta, theta0, field, problem)
+                where = f"at step {int(step)} (t={times[index]:g})"
+                if not (torch.isfinite(theta).all() and torch.isfinite(point.loss)
+                        and torch.isfinite(point.grad).all()):
+                    status, message = "diverged", f"non-finite parameters, loss or gradient {where}"
+                    break
+                infinite = recording.record(point)
+                if infinite:
+                    status, message = "diverged", f"infinite {', '.join(infinite)} {where}"
+                    break
+                bar.update(int(step) - bar.n)
+        except KeyboardInterrupt as caught:
+            interrupt = caught
+            reached = int(record_steps[recording.n_filled - 1]) if recording.n_filled else None
+            status, message = "interrupted", f"interrupted after recording step {reached}"
     wall_time = wallclock.perf_counter() - started
 
     ds = recording.to_dataset(times, record_steps)
-    ds.attrs = encode_attrs({
-        "title": f"{solver.label} on {problem.label}, lr={spec.lr:g}",
-        "gfbench_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        **spec.identity(),
-        "torch_version": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": wall_time,
-        "n_grad_evals": field.n_evals,
-        **integration.stats(),
-        **recording.attrs(),
-        "status": status,
-        "message": message,
-        "Conventions": CONVENTIONS,
-    })
+    ds.attrs = dataset_attrs(
+        "run",
+        title=f"{solver.label} on {problem.label}, lr={spec.lr:g}",
+        **merge_attrs(spec.identity(),
+                      {"torch_version": torch.__version__,
+                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "wall_time_s": wall_time, "n_grad_evals": field.n_evals},
+                      integration.stats(), recording.attrs()),
+        status=status,
+        message=message,
+    )
+    if interrupt is not None:
+        raise RunInterrupted(ds) from interrupt
     return ds
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C: ``dataset`` holds the recorded prefix with status ``interrupted``.
+
+    A KeyboardInterrupt still, so a script or a loop of runs stops as the user asked.
+    """
+
+    def __init__(self, dataset: xr.Dataset) -> None:
+        super().__init__(dataset.attrs["message"])
+        self.dataset = dataset
+
+
+def merge_attrs(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The union of attribute mappings; a key given twice must carry the same value (a solver's stat
+    or a recorder's attr never silently replaces the run's identity)."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"two sources set the dataset attr {key!r}: {merged[key]!r} and {value!r}")
+            merged[key] = value
+    return merged
 
 
 run.__doc__ += "\n    Run settings:\n\n" + "\n".join(f"    - ``{setting.name}``: {setting.describe()}"

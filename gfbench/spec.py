@@ -12,16 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from .curvature import DEFAULT_TOL as DEFAULT_CURVATURE_TOL
 from .curvature import check_curvature_options
-from .dataset import STATUSES as FINISHED_STATUSES
-from .dataset import encode_attrs
-from .params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bounds, ConfigError, Param, UnknownNameError, suggest
+from .curvature.recorder import CURVATURE_EVERY, CURVATURE_K, CURVATURE_TOL
+from .dataset import FINISHED_STATUSES, encode_attrs
+from .params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, ConfigError, Param, UnknownNameError, suggest
 from .problem import Problem
 from .registry import get_problem, get_solver
 from .solver import Solver
@@ -56,46 +55,26 @@ def _resolve_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class Setting(Param):
-    """A run setting: a ``Param`` whose every error states the whole requirement in one line.
+    """A run setting: a ``Param`` with an optional canonical form and resolution.
 
-    ``requirement`` overrides the text derived from the type and bounds; ``canonical`` maps
-    other accepted Python forms to the declared type first (torch.float32 → "float32");
-    ``resolve`` turns the checked value into the one that runs ("auto" → "cpu"). Strings are
-    parsed only as command-line text: from Python, ``curvature_tol="1e-6"`` is a wrong type.
+    ``canonical`` maps other accepted Python forms to the declared type first (torch.float32 →
+    "float32"); ``resolve`` turns the checked value into the one that runs ("auto" → "cpu").
     """
 
-    requirement: str | None = None
     canonical: Callable[[Any], Any] | None = None
     resolve: Callable[[Any], Any] | None = None
 
     def check(self, value: Any, *, text: bool = False) -> Any:
-        """``value`` checked, converted and resolved; ConfigError naming the setting otherwise."""
         if self.canonical is not None:
             value = self.canonical(value)
-        value = self.convert(value, "", parse_text=text)
+        value = super().check(value, text=text)
         return value if self.resolve is None or value is None else self.resolve(value)
 
-    def requires(self) -> str:
-        """What is allowed, e.g. "an integer >= 1"."""
-        if self.requirement is not None:
-            return self.requirement
-        if self.type is float:
-            bounded = self.bounds is not None and None not in (self.bounds.low, self.bounds.high)
-            kind = "a number" if bounded else "a finite number"
-        else:
-            kind = {int: "an integer", bool: "a bool (true/false)"}.get(self.type, f"a {self.type.__name__}")
-        return f"{kind} {self.bounds}" if self.bounds is not None else kind
 
-    def _fail(self, where: str, value: Any, requirement: str) -> NoReturn:
-        raise ConfigError(f"{where} must be {self.requires()}, got {value!r}")
-
-    def _fail_choice(self, where: str, value: Any) -> NoReturn:
-        self._fail(where, value, "")
-
-
-#: Every setting of a run, in the order of ``gfbench.run``'s keywords. ``None`` defaults: lr and
-#: steps take the problem's ``default_lr``/``default_steps``; curvature_every None records none.
-RUN_SETTINGS: tuple[Setting, ...] = (
+#: Every setting of a run. ``None`` defaults: lr and steps take the problem's ``default_lr`` and
+#: ``default_steps``; curvature_every None records no curvature (the curvature settings are the
+#: curvature recorder's own declarations).
+RUN_SETTINGS: tuple[Param, ...] = (
     Setting("lr", float, None, "step size eta; time t = k*eta (auto: the problem's)", bounds=POSITIVE),
     Setting("steps", int, None, "number of GD steps k, so T = steps*lr (auto: the problem's)",
             bounds=AT_LEAST_ONE),
@@ -103,14 +82,12 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("record_every", int, 1, "record every r steps (and the last)", bounds=AT_LEAST_ONE),
     Setting("save_params", bool, False, "also record theta at every record point"),
     Setting("device", str, "cpu", "cpu, cuda[:i] or auto (cuda when available)",
-            requirement="cpu, cuda or auto", canonical=_canonical_device, resolve=_resolve_device),
+            requirement="be cpu, cuda or auto", canonical=_canonical_device, resolve=_resolve_device),
     Setting("dtype", str, "float64", "floating-point type of theta and the problem's data",
-            choices=tuple(DTYPES), requirement="float64 or float32", canonical=_canonical_dtype),
-    Setting("curvature_every", int, None, "record Hessian lambda_min/lambda_max at every K-th record point and "
-            "the last (auto: none)", bounds=AT_LEAST_ONE),
-    Setting("curvature_k", int, 1, "extreme Hessian eigenvalues per end (1, or 2k <= d)"),
-    Setting("curvature_tol", float, DEFAULT_CURVATURE_TOL, "Lanczos residual tolerance relative to ||H||",
-            bounds=Bounds(0, 1, low_open=True, high_open=True)),
+            choices=tuple(DTYPES), requirement="be float64 or float32", canonical=_canonical_dtype),
+    CURVATURE_EVERY,
+    CURVATURE_K,
+    CURVATURE_TOL,
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in RUN_SETTINGS}
 #: Settings that only matter when curvature is recorded, so they identify a run only then.
@@ -215,8 +192,8 @@ class RunSpec:
 
 def reusable(attrs: Mapping[str, Any], identity: Mapping[str, Any]) -> bool:
     """The one resume rule: a stored dataset stands for a run when it ended by itself
-    (``FINISHED_STATUSES``: completed, diverged, solver_failed; a run is deterministic, so running
-    it again would give the same) and every identity attribute, present or absent, is equal."""
+    (``gfbench.dataset.FINISHED_STATUSES``) and every identity attribute, present or absent, is
+    equal."""
     encoded = encode_attrs(dict(identity))
     return attrs.get("status") in FINISHED_STATUSES and all(
         attrs.get(key) == encoded.get(key) for key in identity)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .arguments import check_argument
 from .dataset import dataset_attrs
 from .field import GradientField
 from .params import POSITIVE, Bounds, ConfigError, Param
@@ -40,7 +39,6 @@ THEOREM2_NODES = 3
 # curvature where a run is at hand (bound_summary).
 EPS = Param("eps", float, ..., "tolerance eps on ||theta_k - theta(k lr)||", bounds=POSITIVE)
 T_TILDE = Param("t_tilde", float, None, "horizon t~ (auto: the last curvature evaluation)", bounds=POSITIVE)
-FINITE_POSITIVE = "be a finite number > 0"
 
 
 def _require(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
@@ -81,7 +79,7 @@ def theorem3_step_bound(ds_gf: xr.Dataset, eps: float, initial_gap: float = 0.0)
     ``estimate``). Returns ``eta_star``, ``beta``, ``gamma`` on the times up to the last curvature
     evaluation (t > 0).
     """
-    eps = check_argument(EPS, eps, FINITE_POSITIVE)
+    eps = EPS.check(eps)
     if ds_gf.attrs.get("solver") != "gf":
         raise ConfigError(f"Theorem 3 needs a gradient flow dataset (solver gf), got solver "
                           f"{ds_gf.attrs.get('solver')!r}")
@@ -177,8 +175,8 @@ def corollary1_step_bound(curvature: GlobalCurvature, f0: float, eps: float, t_t
     g = ``initial_gap``. The m > 0 case is Eq. 7 with m(·) ≡ m evaluated at its infimum t = t̃
     (with g = 0 it is c ε m / (e^{m t̃} − 1)). The corollary assumes f ≥ 0 (``curvature.nonnegative``).
     """
-    eps = check_argument(EPS, eps, FINITE_POSITIVE)
-    t_tilde = check_argument(replace(T_TILDE, default=...), t_tilde, FINITE_POSITIVE)
+    eps = EPS.check(eps)
+    t_tilde = replace(T_TILDE, default=...).check(t_tilde)
     beta, m = curvature.beta, curvature.m
     c = 1.0 / (math.sqrt(2 * beta ** 3 * max(f0, 0.0)) + beta ** 2 * eps)
     if m < 0:
@@ -253,8 +251,9 @@ def bound_summary(ds_gf: xr.Dataset, eps: float, t_tilde: float | None = None, d
     """
     bound3 = theorem3_step_bound(ds_gf, eps)
     first, last = float(bound3.time[0]), float(bound3.time[-1])
-    horizon = replace(T_TILDE, name=t_tilde_name, bounds=Bounds(first, last))
-    t_tilde = check_argument(horizon, t_tilde, f"lie in [{first:g}, {last:g}] (the recorded curvature)")
+    horizon = replace(T_TILDE, name=t_tilde_name, bounds=Bounds(first, last),
+                      requirement=f"lie in [{first:g}, {last:g}] (the recorded curvature)")
+    t_tilde = horizon.check(t_tilde)
     t_tilde = last if t_tilde is None else t_tilde
     bound2 = theorem2_bound(ds_gf, ds_gd) if ds_gd is not None else None
     at = bound3.sel(time=t_tilde, method="pad")

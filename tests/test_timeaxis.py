@@ -1,9 +1,8 @@
-"""One rule for matching times across runs, one trapezoid, one way to check bounded arguments."""
+"""One rule for matching times across runs, one trapezoid, one way to check bounded arguments (Param.check)."""
 import numpy as np
 import pytest
 
 import gfbench
-from gfbench.arguments import check_argument
 from gfbench.params import AT_LEAST_ONE, Param
 from gfbench.timeaxis import common_time_labels, cumulative_integral, match_times
 
@@ -35,10 +34,10 @@ def test_cumulative_integral_at_nodes_is_the_trapezoid_rule():
     assert cumulative_integral(np.zeros(0), np.zeros(0)).shape == (0,)
 
 
-def test_check_argument_takes_numpy_numbers_and_refuses_text_and_bools():
+def test_param_check_takes_numpy_numbers_and_refuses_text_and_bools():
     every = Param("every", int, 1, "stride", bounds=AT_LEAST_ONE)
-    assert check_argument(every, np.int64(3)) == 3 and type(check_argument(every, np.int64(3))) is int
+    assert every.check(np.int64(3)) == 3 and type(every.check(np.int64(3))) is int
     for bad in ("3", True, np.bool_(True), 0, 2.0, None):
         with pytest.raises(gfbench.ConfigError, match="every must be an integer >= 1, got"):
-            check_argument(every, bad)
-    assert check_argument(Param("cap", int, None, "auto"), None) is None
+            every.check(bad)
+    assert Param("cap", int, None, "auto").check(None) is None

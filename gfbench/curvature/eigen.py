@@ -5,7 +5,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..arguments import check_argument
 from ..params import AT_LEAST_ONE, Bounds, Param
 from .hessian import LinearOperator
 
@@ -65,8 +64,8 @@ def _wanted(count: int, k: int, which: str) -> list[int]:
 
 def _check(size: int, k, which, tol) -> tuple[int, str, float]:
     """(k, which, tol) checked against K, WHICH_END and TOL for an operator of size ``size``."""
-    return (check_argument(replace(K, bounds=Bounds(1, size)), k, f"be an integer in [1, {size}] (the operator size)"),
-            check_argument(WHICH_END, which), check_argument(TOL, tol))
+    sized = replace(K, bounds=Bounds(1, size), requirement=f"be an integer in [1, {size}] (the operator size)")
+    return sized.check(k), WHICH_END.check(which), TOL.check(tol)
 
 
 def _orthogonalise(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -100,7 +99,7 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
     """
     n = operator.size
     k, which, tol = _check(n, k, which, tol)
-    max_iter = check_argument(MAX_ITER, max_iter)
+    max_iter = MAX_ITER.check(max_iter)
     limit = min(n, DEFAULT_MAX_ITER if max_iter is None else max_iter)
     dtype, device = operator.dtype, operator.device
     generator = torch.Generator().manual_seed(int(seed))

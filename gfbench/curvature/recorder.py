@@ -9,7 +9,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from ..arguments import check_argument
 from ..params import AT_LEAST_ONE, Bounds, ConfigError, Param
 from ..recording import Recorder, RecordPoint, Variable
 from ..timeaxis import cumulative_integral
@@ -17,10 +16,12 @@ from .eigen import DEFAULT_TOL, UNIT_INTERVAL, dense_eigenpairs, lanczos
 from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HessianOperator, check_hvp_method, dense_hessian
 
 EIGENSOLVERS = ("lanczos", "dense")
-#: The recorder's options as ``gfbench.run`` takes them; k's upper bound, d/2, is set per problem.
-CURVATURE_EVERY = Param("curvature_every", int, 1, "record curvature at every K-th record point",
-                        bounds=AT_LEAST_ONE)
-CURVATURE_K = Param("curvature_k", int, 1, "extreme eigenvalues per end", bounds=AT_LEAST_ONE)
+#: The recorder's options, which are also the run settings of ``gfbench.spec.RUN_SETTINGS``; k's
+#: upper bound, d/2, is set per problem. curvature_every None (the default) records no curvature.
+CURVATURE_EVERY = Param("curvature_every", int, None, "record Hessian lambda_min/lambda_max at every K-th record "
+                        "point and the last (auto: none)", bounds=AT_LEAST_ONE)
+CURVATURE_K = Param("curvature_k", int, 1, "extreme Hessian eigenvalues per end (1, or 2k <= d)",
+                    bounds=AT_LEAST_ONE)
 CURVATURE_TOL = Param("curvature_tol", float, DEFAULT_TOL, "Lanczos residual tolerance relative to ||H||",
                       bounds=UNIT_INTERVAL)
 EIGENSOLVER = Param("eigensolver", str, "lanczos", "how the eigenvalues are found", choices=EIGENSOLVERS)
@@ -32,12 +33,13 @@ def check_curvature_options(dim: int, every: Any, k: Any, tol: Any, hvp: Any = D
 
     k = 1 always, else 2k ≤ d: the k smallest and k largest eigenvalues must be distinct ones.
     """
-    every = check_argument(CURVATURE_EVERY, every, "be an integer >= 1 (or None for no curvature)")
-    k = check_argument(replace(CURVATURE_K, bounds=Bounds(1, max(1, dim // 2))), k,
-                       f"be 1 or an integer with 2k <= d = {dim}")
-    tol = check_argument(CURVATURE_TOL, tol)
+    every = replace(CURVATURE_EVERY, default=..., requirement="be an integer >= 1 (or None for no curvature)"
+                    ).check(every)
+    k = replace(CURVATURE_K, bounds=Bounds(1, max(1, dim // 2)),
+                requirement=f"be 1 or an integer with 2k <= d = {dim}").check(k)
+    tol = CURVATURE_TOL.check(tol)
     check_hvp_method(hvp)
-    eigensolver = check_argument(EIGENSOLVER, eigensolver)
+    eigensolver = EIGENSOLVER.check(eigensolver)
     if eigensolver == "dense" and dim > DENSE_MAX_DIM:
         raise ConfigError(f"eigensolver 'dense' needs d <= {DENSE_MAX_DIM}, got d={dim}; use lanczos")
     return every, k, tol, eigensolver

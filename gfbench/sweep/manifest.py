@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import xarray as xr
 
 from .. import __version__
-from ..dataset import atomic_write
+from ..dataset import FINISHED_STATUSES, atomic_write
 from ..params import ConfigError
 from ..spec import reusable
 from .plan import SweepPlan
@@ -70,7 +70,7 @@ def previous_records(out: Path) -> dict[str, dict[str, Any]]:
     except ConfigError:
         return {}
     return {digest: {key: value for key, value in record.items() if key not in ("config", "file")}
-            for digest, record in members.items() if record.get("status") not in ("pending", "failed")}
+            for digest, record in members.items() if record.get("status") in FINISHED_STATUSES}
 
 
 def write_manifest(out: Path, plan: SweepPlan, records: Mapping[str, dict[str, Any]]) -> None:

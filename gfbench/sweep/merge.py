@@ -9,22 +9,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..dataset import CONVENTIONS, encode_attrs, load
+from ..dataset import MEMBER_STATUSES, RUN_STATUSES, dataset_attrs, load, validate_dataset
+from ..timeaxis import common_time_labels
 from .manifest import finished_record, member_path, read_manifest
-
-# Significant digits kept when aligning the times t = k·lr of members with different lr.
-TIME_DIGITS = 12
-
-
-def _time_keys(times: np.ndarray) -> np.ndarray:
-    """Times rounded to TIME_DIGITS significant digits, so k·lr of different lr meet on one axis."""
-    return np.array([float(f"{t:.{TIME_DIGITS}g}") for t in times.tolist()], dtype=np.float64)
 
 
 def _member_dataset(path: Path) -> xr.Dataset:
-    """A member file on the aligned time axis, with an integer index on every other dim (for the outer join)."""
-    ds = load(path)
-    ds = ds.assign_coords(time=("time", _time_keys(ds["time"].values), ds["time"].attrs)).reset_coords("step")
+    """A member file with an integer index on every dim but time (for the outer join)."""
+    ds = load(path).reset_coords("step")
     for dim, size in ds.sizes.items():
         if dim not in ds.indexes:
             ds = ds.assign_coords({dim: np.arange(size)})
@@ -36,8 +28,8 @@ def load_sweep(out: str | os.PathLike) -> xr.Dataset:
     """A sweep as one Dataset: every member variable over (swept dims…, time, …), with the manifest.
 
     Missing members (failed or not run) are NaN; members that stopped early (diverged) are
-    NaN-padded along ``time``, the outer join of all members' times t = k·lr (rounded to 12
-    significant digits so that different lr share points). ``step`` (k) becomes a float variable
+    NaN-padded along ``time``, the outer join of all members' times t = k·lr
+    (``gfbench.timeaxis.common_time_labels``: different lr share points). ``step`` (k) becomes a float variable
     over the swept dims and time. The manifest appears as variables over the swept dims:
     ``status``, ``message``, ``config_hash``, ``worker``, ``wall_time_s`` (s), ``n_grad_evals``;
     one-value axes are scalar coordinates.
@@ -54,7 +46,10 @@ def load_sweep(out: str | os.PathLike) -> xr.Dataset:
             records[digest] = {**record, **(finished_record(paths[digest], record["config"]) or {})}
 
     loaded = {digest: _member_dataset(paths[digest]) for digest in records
-              if records[digest]["status"] not in ("failed", "pending") and paths[digest].is_file()}
+              if records[digest]["status"] in RUN_STATUSES and paths[digest].is_file()}
+    labels = common_time_labels([ds["time"].values for ds in loaded.values()])
+    loaded = {digest: ds.assign_coords(time=("time", times, ds["time"].attrs))
+              for (digest, ds), times in zip(loaded.items(), labels)}
     aligned = dict(zip(loaded, xr.align(*loaded.values(), join="outer"))) if loaded else {}
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {name: (name, values) for name, values in dims.items()}
@@ -81,7 +76,7 @@ def load_sweep(out: str | os.PathLike) -> xr.Dataset:
         return (tuple(dims), values, {"long_name": long_name, "units": units})
 
     data_vars.update(
-        status=manifest_var("status", "", "member status (completed|diverged|solver_failed|failed|pending)", "1"),
+        status=manifest_var("status", "", f"member status ({'|'.join(MEMBER_STATUSES)})", "1"),
         message=manifest_var("message", "", "member status message", "1"),
         worker=manifest_var("worker", "", "dask worker that ran the member", "1"),
         wall_time_s=manifest_var("wall_time_s", np.nan, "member wall time", "s"),
@@ -90,7 +85,7 @@ def load_sweep(out: str | os.PathLike) -> xr.Dataset:
     data_vars["config_hash"] = (tuple(dims), points.astype(str).astype(object),
                                 {"long_name": "member config hash (file members/<hash>.nc)", "units": "1"})
     ds = xr.Dataset(data_vars, coords).set_coords([name for name in ("step",) if name in data_vars])
-    ds.attrs = encode_attrs({"title": f"gfbench sweep over {', '.join(dims) or 'one member'}",
-                             "gfbench_version": manifest["gfbench_version"], "sweep_dims": json.dumps(list(dims)),
-                             "Conventions": CONVENTIONS})
+    ds.attrs = dataset_attrs("sweep", title=f"gfbench sweep over {', '.join(dims) or 'one member'}",
+                             gfbench_version=manifest["gfbench_version"], sweep_dims=json.dumps(list(dims)))
+    validate_dataset(ds)
     return ds

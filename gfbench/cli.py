@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
     reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
     reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
-    reproduce.add_argument("--net", default="linear_fc,relu_fc,cnn", help="comma list of problems")
+    reproduce.add_argument("--net", help="comma list of problems (default: linear_fc,relu_fc at small scale, "
+                                         "and cnn too at paper scale)")
     reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
     reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
     reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
@@ -338,7 +339,8 @@ def cmd_reproduce(args) -> int:
     from gfbench.params import parse_assignments
     from gfbench.reproduce import FIGURE_SETTINGS, RATIO, reproduce_fig1
 
-    result = reproduce_fig1(args.out, nets=_split(args.net, "--net"), scale=args.scale, steps=args.steps,
+    nets = None if args.net is None else _split(args.net, "--net")
+    result = reproduce_fig1(args.out, nets=nets, scale=args.scale, steps=args.steps,
                             ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
                             lr=args.lr, params=_problem_params(args),
                             gf_options=parse_assignments(args.gf_option, "--gf-option") or None, resume=args.resume,

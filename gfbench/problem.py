@@ -8,6 +8,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from .memory import check_fits
 from .params import Configurable
 from .recording import Recorder
 
@@ -36,6 +37,7 @@ class Problem(Configurable):
 
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
     generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
+    ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
     ``recorders()`` may return problem-specific diagnostics recorded along every trajectory,
     ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
     closed-form curvature constants.
@@ -54,7 +56,13 @@ class Problem(Configurable):
         super().__init__(**params)
         self.device = torch.device("cpu")
         self.dtype = torch.float64
+        check_fits(f"problem {self.label} (its data and one gradient)", self.estimated_bytes())
         self.build()
+
+    def estimated_bytes(self) -> int:
+        """Memory that ``build`` and one gradient of ``loss`` need, from ``self.params`` alone (before
+        ``build``), so that an impossible size is refused before it is allocated. 0: not estimated."""
+        return 0
 
     @abstractmethod
     def build(self) -> None:

@@ -10,6 +10,7 @@ distances between the η0 run and the η0/r (and GF) runs, against the iteration
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .compare import compare
 from .dataset import load, save
+from .field import GradientField
 from .params import AT_LEAST_ONE, Bounds, ConfigError
 from .plot import _pyplot, save_figure
 from .registry import available_problems, get_problem, get_solver
@@ -26,12 +28,17 @@ from .run import RunInterrupted, run
 from .spec import RunSpec, Setting, check_setting_names
 
 PAPER_NETS = ("linear_fc", "relu_fc", "cnn")
+#: Nets run by default at each scale: small scale leaves out the CNN, whose float64 convolutions
+#: took 9 of the 10 minutes of a small-scale run on 2 CPU cores (``--net cnn`` runs it).
+DEFAULT_NETS = {"paper": PAPER_NETS, "small": ("linear_fc", "relu_fc")}
 PAPER_RATIOS = (2, 5, 10, 20)
 PAPER_LR = 1e-3
 #: η0 iterations per scale: the paper's 10,000, or a tenth of that, which on a 2-core CPU takes
 #: minutes per network and already shows the drift staying far below the distance travelled.
 SCALES = {"paper": 10_000, "small": 1_000}
 CHECKPOINTS = 100
+#: Gradients timed per net for the cost printed before a reproduction starts.
+COST_PROBES = 3
 #: Tolerances of the GF reference, the same for every net (the ReLU nets' own default,
 #: gfbench.classifier.RELU_FLOW_TOLERANCES, where the generic rtol 1e-9 crawls at the kinks).
 GF_OPTIONS = {"rtol": 1e-8, "atol": 1e-10}
@@ -55,14 +62,16 @@ class Figure1Result:
     summary: str
 
 
-def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
+def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
                    ratios: Sequence[int] = PAPER_RATIOS, scale: str = "small", steps: int | None = None,
                    lr: float = PAPER_LR, params: dict[str, Any] | None = None,
                    gf_options: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
                    **settings: Any) -> Figure1Result:
     """Run Figure 1's experiment on ``nets`` and write datasets, comparisons, ``fig1.png`` and ``summary.txt``.
 
-    ``scale`` picks the η0 iteration count (paper: 10,000; small: 1,000) unless ``steps`` is given;
+    ``scale`` picks the η0 iteration count (paper: 10,000; small: 1,000) unless ``steps`` is given,
+    and the nets unless ``nets`` is given (DEFAULT_NETS); with ``progress``, the GD gradient
+    count of each net and its time at a measured gradient's cost are printed before starting;
     ``params`` are problem parameters applied to every net (e.g. ``n_train``); ``gf_options``
     the GF reference's solver options (default GF_OPTIONS); ``settings`` the run settings of
     FIGURE_SETTINGS (seed, device, dtype, curvature), the same for every run. With ``resume``, a run whose file in ``out`` passes the resume rule
@@ -73,7 +82,9 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     fixed = sorted(set(settings) - set(FIGURE_SETTINGS))
     if fixed:
         raise ConfigError(f"the figure sets {', '.join(fixed)} itself; settings allowed: {', '.join(FIGURE_SETTINGS)}")
-    steps = SCALES[SCALE.check(scale)] if steps is None else ITERATIONS.check(steps)
+    scale = SCALE.check(scale)
+    nets = DEFAULT_NETS[scale] if nets is None else nets
+    steps = SCALES[scale] if steps is None else ITERATIONS.check(steps)
     if steps % CHECKPOINTS:
         raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
     ratios = [RATIO.check(r) for r in ratios]
@@ -93,6 +104,9 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     specs = {(net, label): RunSpec.resolve(problems[net], solvers[solver], lr=lr / r, steps=steps * r,
                                            record_every=every * r, save_params=True, **settings)
              for net in nets for label, _, solver, r in plan}
+    if progress:
+        for net in nets:
+            tqdm.write(_cost_line(problems[net], steps * (1 + sum(ratios)), settings))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, xr.Dataset]] = {net: {} for net in nets}
@@ -119,6 +133,21 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] = PAPER_NETS,
     (out / "summary.txt").write_text(summary + "\n")
     figure_path = save_figure(figure1(runs, comparisons, lr), out / "fig1.png")
     return Figure1Result(runs, comparisons, figure_path, summary)
+
+
+def _cost_line(problem, gradients: int, settings: dict[str, Any]) -> str:
+    """``net: N GD gradients, about T at X ms each (measured), plus GF``: what a net's part will cost."""
+    spec = RunSpec.resolve(problem, "gd", steps=1, **settings)
+    moved = problem.to(spec.torch_device, spec.torch_dtype)
+    field = GradientField(moved)
+    theta = moved.init(spec.seed)
+    field.gradient(theta)  # first call: allocations and caches, not the steady cost
+    started = time.perf_counter()
+    for _ in range(COST_PROBES):
+        field.gradient(theta.clone())
+    each = (time.perf_counter() - started) / COST_PROBES
+    return (f"{problem.name}: {gradients:,} GD gradients, about {gradients * each / 60:.1f} min at "
+            f"{1e3 * each:.2f} ms each (measured), plus GF")
 
 
 def _finished(path: Path, spec: RunSpec) -> xr.Dataset | None:

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from .curvature import check_curvature_options
+from .curvature.eigen import DEFAULT_MAX_ITER
 from .curvature.recorder import CURVATURE_EVERY, CURVATURE_K, CURVATURE_TOL
 from .dataset import FINISHED_STATUSES, encode_attrs
+from .memory import FLOAT64, check_fits
 from .params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, ConfigError, Param, UnknownNameError, suggest
 from .problem import Problem
 from .registry import get_problem, get_solver
@@ -90,6 +92,10 @@ RUN_SETTINGS: tuple[Param, ...] = (
     CURVATURE_TOL,
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in RUN_SETTINGS}
+#: Scalars recorded per point, at most (core variables, a problem's diagnostics, curvature), and
+#: copies of θ a solver holds (an adaptive Runge–Kutta method's stages, error and dense output):
+#: generous bounds for ``RunSpec.estimated_bytes``.
+RECORD_SLOTS, SOLVER_STATE_COPIES = 32, 16
 #: Settings that only matter when curvature is recorded, so they identify a run only then.
 CURVATURE_SETTINGS = ("curvature_k", "curvature_tol")
 
@@ -146,7 +152,10 @@ class RunSpec:
         if settings["curvature_every"] is not None:
             check_curvature_options(problem.dim, settings["curvature_every"], settings["curvature_k"],
                                     settings["curvature_tol"])
-        return cls(problem, solver, settings)
+        spec = cls(problem, solver, settings)
+        check_fits(f"the run ({spec.record_count:,} record points{', with theta' if spec.save_params else ''}, "
+                   f"d={problem.dim:,})", spec.estimated_bytes())
+        return spec
 
     @classmethod
     def from_identity(cls, identity: Mapping[str, Any]) -> RunSpec:
@@ -164,9 +173,22 @@ class RunSpec:
         return torch.device(self.settings["device"])
 
     @property
+    def record_count(self) -> int:
+        """How many points are recorded: 0, r, 2r, … and ``steps``."""
+        return self.steps // self.record_every + 1 + bool(self.steps % self.record_every)
+
+    def estimated_bytes(self) -> int:
+        """Memory of the run beyond the problem's own data: the record arrays (RECORD_SLOTS values a
+        point, plus θ with save_params), the solver's copies of θ and the Lanczos basis with curvature."""
+        d = self.problem.dim
+        per_point = RECORD_SLOTS + (d if self.save_params else 0) + 2 * self.curvature_k
+        basis = min(d, DEFAULT_MAX_ITER) * d if self.curvature_every is not None else 0
+        return FLOAT64 * (self.record_count * per_point + SOLVER_STATE_COPIES * d + basis)
+
+    @property
     def record_steps(self) -> np.ndarray:
         """0, r, 2r, …, and ``steps`` itself even when r does not divide it."""
-        grid = np.arange(0, self.steps + 1, self.record_every, dtype=np.int64)
+        grid = np.arange(0, self.steps + 1, self.record_every, dtype=np.int64)  # record_count entries
         return grid if grid[-1] == self.steps else np.append(grid, np.int64(self.steps))
 
     def identity(self) -> dict[str, Any]:

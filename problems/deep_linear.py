@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from gfbench.memory import FLOAT64
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bounds, ConfigError, Param
 from gfbench.problem import Problem
 from gfbench.recording import Diagnostic, Variable
@@ -55,6 +56,11 @@ class DeepLinear(Problem):
         generator = torch.Generator().manual_seed(p["data_seed"])
         target = torch.randn(p["output_dim"], p["input_dim"], generator=generator, dtype=torch.float64)
         self.target = target / torch.linalg.matrix_norm(target)
+
+    def estimated_bytes(self) -> int:
+        p = self.params
+        weights = p["width"] * (p["input_dim"] + p["output_dim"]) + (p["depth"] - 2) * p["width"] ** 2
+        return 4 * FLOAT64 * weights  # θ, its gradient and the products W_{j:1} of one evaluation
 
     @property
     def dim(self) -> int:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gfbench.classifier import CLASSIFIER_PARAMETERS, RELU_FLOW_TOLERANCES, MNISTClassifier, torch_default_init_
+from gfbench.memory import FLOAT64
 from gfbench.params import ConfigError, Param
 
 
@@ -40,6 +41,13 @@ class FullyConnected(MNISTClassifier):
     )
     flat_inputs = True
     activation: ClassVar[Callable[[], nn.Module]]
+
+    def estimated_bytes(self) -> int:
+        widths = [784, *parse_widths(self.params["hidden"], self.name), 10]
+        weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+        examples = self.params["n_train"] + self.params["n_test"]
+        # θ and its gradient; the inputs; every layer's activations and their gradients in one evaluation
+        return FLOAT64 * (2 * weights + examples * 784 + 3 * examples * sum(widths[1:]))
 
     def make_module(self) -> nn.Module:
         widths = [784, *parse_widths(self.params["hidden"], self.name), 10]

@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 
 from gfbench.mnist import DATA_DIR_PARAM, mnist_tensors
+from gfbench.memory import FLOAT64
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
 from gfbench.problem import Problem
 from gfbench.recording import Recorder, RecordPoint, Variable
@@ -71,6 +72,12 @@ class NTK(Problem):
         cosines = torch.clamp(self.inputs @ self.inputs.T, -1.0, 1.0)
         self.limit_kernel = cosines * (math.pi - torch.arccos(cosines)) / (2 * math.pi)
         self.lambda0 = float(torch.linalg.eigvalsh(self.limit_kernel)[0])
+
+    def estimated_bytes(self) -> int:
+        p = self.params
+        inputs = p["input_dim"] or (MNIST_DIM if p["data"] == "mnist" else 10)
+        # θ and its gradient (m × d), the data (n × d) and the n × m pre-activations of one evaluation
+        return FLOAT64 * (2 * p["width"] * inputs + p["n"] * inputs + 3 * p["n"] * p["width"])
 
     @property
     def dim(self) -> int:

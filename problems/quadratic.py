@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from gfbench.memory import FLOAT64
 from gfbench.params import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Param
 from gfbench.problem import GlobalCurvature, Problem
 
@@ -47,6 +48,9 @@ class Quadratic(Problem):
         self.eigenvectors = q
         self.matrix = (q * self.eigenvalues) @ q.T
         self.theta_star = torch.randn(d, generator=generator, dtype=torch.float64)
+
+    def estimated_bytes(self) -> int:
+        return 4 * FLOAT64 * self.params["dim"] ** 2  # the Gaussian draw, Q, R and the matrix A: d × d each
 
     @property
     def dim(self) -> int:

@@ -81,3 +81,4 @@ def test_data_dir_is_not_part_of_the_problem_identity(mnist_env, tmp_path):
     again = gfbench.get_problem(ds.attrs["problem"], **json.loads(ds.attrs["problem_params"]))
     theta0 = problem.init(0)
     assert float(again.loss(theta0)) == float(problem.loss(theta0))
+

@@ -1,10 +1,11 @@
 """Shared helpers of the problem-zoo tests: where the MNIST copy for tests lives."""
-from pathlib import Path
-
 import pytest
 
-#: ../shared/data beside the repository (holds MNIST/raw/); the same path from /work/main, a worktree or a CI clone.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from gfbench.mnist import resolve_root
+
+#: Exactly where gfbench itself looks: $GFBENCH_DATA, else ~/.cache/gfbench (CI points
+#: GFBENCH_DATA at ../shared/data, the copy beside the repository).
+SHARED_DATA = resolve_root()
 
 requires_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-                                    reason=f"MNIST copy for tests not found at {SHARED_DATA}/MNIST/raw")
+                                    reason=f"no MNIST copy at {SHARED_DATA}/MNIST/raw (set GFBENCH_DATA)")

@@ -8,7 +8,7 @@ import xarray as xr
 from torchdiffeq import odeint
 
 import gfbench
-from gfbench.problem import Problem
+from zoo_support import Blowup
 from plugin_support import write_distribution
 
 
@@ -95,26 +95,6 @@ def test_an_infinite_recorded_value_ends_the_run_as_diverged_before_that_point()
     ds = gfbench.run("quadratic", "gd", lr=0.1, steps=10, progress=False, recorders=[InfiniteAt(4)])
     assert ds.attrs["status"] == "diverged" and ds.attrs["message"] == "infinite blows at step 4 (t=0.4)"
     assert list(ds.step.values) == [0, 1, 2, 3] and (ds.blows.values == 1.0).all()
-
-
-class Blowup(Problem):
-    """f(θ) = −θ⁴/4: GF θ' = θ³ from θ0 = 1.05 reaches infinity at t_e = 1/(2θ0²) ≈ 0.4535."""
-
-    name = "blowup"
-    default_lr, default_steps = 0.01, 100
-
-    def build(self):
-        pass
-
-    @property
-    def dim(self):
-        return 1
-
-    def sample_init(self, generator):
-        return torch.full((1,), 1.05, dtype=torch.float64)
-
-    def loss(self, theta):
-        return -(theta ** 4).sum() / 4
 
 
 def test_solver_failure_is_a_status_with_the_time_reached():

@@ -3,6 +3,7 @@
 That chunked integration costs what one ``odeint`` call costs is checked in test_run_and_dataset.py.
 """
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -57,25 +58,7 @@ FAILURES = textwrap.dedent('''
     import torch
     import gfbench
     from gfbench.ode import Flow, FlowSolver
-    from gfbench.problem import Problem
-
-
-    class Blowup(Problem):
-        """f(θ) = −θ⁴/4: GF θ' = θ³ from θ0 = 1.05 reaches infinity at t ≈ 0.4535 (step size underflow)."""
-        name = "blowup"
-
-        def build(self):
-            pass
-
-        @property
-        def dim(self):
-            return 1
-
-        def sample_init(self, generator):
-            return torch.full((1,), 1.05, dtype=torch.float64)
-
-        def loss(self, theta):
-            return -(theta ** 4).sum() / 4
+    from zoo_support import Blowup
 
 
     class Overflowing(FlowSolver):
@@ -100,8 +83,11 @@ def test_solver_failures_are_the_same_under_python_O(tmp_path):
     """``python -O`` strips torchdiffeq's asserts: each failure they would catch is caught without them."""
     script = tmp_path / "failures.py"
     script.write_text(FAILURES)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                                     os.environ.get("PYTHONPATH")]))}
     plain, optimized = [json.loads(subprocess.run([sys.executable, *flags, str(script)], capture_output=True,
-                                                  text=True, check=True).stdout) for flags in ([], ["-O"])]
+                                                  text=True, check=True, env=env).stdout)
+                        for flags in ([], ["-O"])]
     assert (plain["optimize"], optimized["optimize"]) == (0, 1)
     assert plain["runs"] == optimized["runs"]
     assert [(status, message.split(" at t=")[0]) for status, message, _ in plain["runs"]] == [

@@ -9,6 +9,7 @@ the recorded prefix in these four cases, with status diverged, solver_failed or 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -397,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gfbench: {'terminated' if isinstance(interrupt, _Terminated) else 'interrupted'}; "
               "nothing more written", file=sys.stderr)
         return _interrupt_exit_code(interrupt)
+    except BrokenPipeError:  # the reader stopped early (`gfbench list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return EXIT_OK
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

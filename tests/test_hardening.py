@@ -4,8 +4,8 @@ import pytest
 
 import gfbench
 import gfbench.spec
-import gfbench.sweep
 from gfbench.run import RunInterrupted
+from gfbench.sweep import plan_sweep
 
 
 class InterruptAt(gfbench.Recorder):
@@ -56,7 +56,7 @@ def test_a_completed_run_has_its_message_attribute():
     (["--problem", "quadratic", "--solver", "gd", "--record-every", str(2 ** 63)], "record_every must be"),
     (["--problem", "quadratic", "--solver", "gd", "--curvature-every", str(10 ** 30)], "curvature_every must be"),
     (["--problem", "quadratic", "--solver", "gd", "--param", "data_seed=" + str(10 ** 20)], "int64"),
-    (["--problem", "quadratic", "--solver", "gd", "--out", ""], "output path '' is a directory"),
+    (["--problem", "quadratic", "--solver", "gd", "--out", ""], "output path must not be empty"),
 ])
 def test_impossible_sizes_and_empty_paths_exit_2_in_one_line(run_cli, tmp_path, args, message):
     result = run_cli("run", *args)
@@ -68,9 +68,9 @@ def test_impossible_sizes_and_empty_paths_exit_2_in_one_line(run_cli, tmp_path, 
 def test_sizes_past_int64_are_refused_when_a_sweep_is_planned_not_in_its_members():
     for axis, values in (("seed", [0, 2 ** 63]), ("steps", [5, 10 ** 19]), ("record_every", [1, 2 ** 70])):
         with pytest.raises(gfbench.ConfigError, match="int64"):
-            gfbench.sweep.plan_sweep({"problem": "quadratic", "solver": "gd", axis: values})
+            plan_sweep({"problem": "quadratic", "solver": "gd", axis: values})
     with pytest.raises(gfbench.ConfigError, match="int64"):
-        gfbench.sweep.plan_sweep({"problem": "quadratic", "solver": "gd", "params": {"data_seed": [0, 10 ** 20]}})
+        plan_sweep({"problem": "quadratic", "solver": "gd", "params": {"data_seed": [0, 10 ** 20]}})
 
 
 def test_problem_parameters_shown_as_auto_accept_auto(run_cli, tmp_path):

@@ -110,10 +110,12 @@ class RunInterrupted(KeyboardInterrupt):
 
 def merge_attrs(*parts: Mapping[str, Any]) -> dict[str, Any]:
     """The union of attribute mappings; a key given twice must carry the same value (a solver's stat
-    or a recorder's attr never silently replaces the run's identity)."""
+    or a recorder's attr never silently replaces the run's identity). None is an absent value."""
     merged: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
+            if value is None:
+                continue
             if key in merged and merged[key] != value:
                 raise ValueError(f"two sources set the dataset attr {key!r}: {merged[key]!r} and {value!r}")
             merged[key] = value

@@ -192,10 +192,26 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def _compressed(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` whose numeric arrays are written zlib-compressed (level 4, floats byte-shuffled).
+
+    Level 4 gives nearly all of level 9's gain at a fraction of its write time; shuffling suits
+    floats. ``contiguous`` is reset because a dataset loaded from an uncompressed file carries it,
+    and netCDF cannot compress contiguous variables.
+    """
+    ds = ds.copy()
+    for var in ds.variables.values():
+        if var.ndim and var.dtype.kind in "biuf":
+            var.encoding.update(zlib=True, complevel=4, shuffle=var.dtype.kind == "f", contiguous=False)
+    return ds
+
+
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Validate ``ds`` (``validate_dataset``) and write it to ``path`` as netCDF4, atomically (see ``atomic_write``)."""
+    """Validate ``ds`` (``validate_dataset``) and write it to ``path`` as compressed netCDF4, atomically
+    (see ``atomic_write``); ``load`` gives back identical values."""
     validate_dataset(ds)
-    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
+    compressed = _compressed(ds)
+    return atomic_write(path, lambda tmp: compressed.to_netcdf(tmp, engine="netcdf4"))
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:

@@ -306,32 +306,47 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _check_out(out: str | Path, inputs: Sequence[str]) -> Path:
+    """``check_writable(out)``, refusing an ``out`` that is one of the ``inputs`` (however spelled or linked)."""
+    from gfbench.dataset import check_writable
+    from gfbench.params import ConfigError
+
+    path = check_writable(out)
+    for given in inputs:
+        if path.exists() and Path(given).exists() and os.path.samefile(path, given):
+            raise ConfigError(f"output {str(out)!r} is the input {given!r}; give another output path")
+    return path
+
+
 def cmd_compare(args) -> int:
     import gfbench
     from gfbench.compare import summary_table
-    from gfbench.dataset import check_writable
 
-    out = check_writable(args.out) if args.out else None
     ref = args.ref or args.paths[0]
+    out = None if args.out is None else _check_out(args.out, [*args.paths, ref])
     runs = [path for path in args.paths if path != ref]
     comparison = gfbench.compare(runs, ref=ref)
     print(summary_table(comparison))
-    if out:
+    if out is not None:
         gfbench.save(comparison, out)
         print(f"wrote {out}")
     return EXIT_OK
 
 
 def cmd_plot(args) -> int:
+    import re
+
     import gfbench
-    from gfbench.dataset import check_writable
     from gfbench.plot import save_figure
 
     datasets = [gfbench.load(path) for path in args.paths]
     var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
-    out = Path(args.out) if args.out else Path(args.paths[0]).with_name(f"{Path(args.paths[0]).stem}-{var}.png")
-    check_writable(out)
-    save_figure(gfbench.plot(datasets, var, logy=args.logy), out)
+    figure = gfbench.plot(datasets, var, logy=args.logy)  # first: it refuses a var the datasets lack
+    first = Path(args.paths[0])
+    suffix = re.sub(r"[^\w.-]", "_", var)  # netCDF allows names (spaces, colons, ...) unfit for a file name
+    default = first.with_name(f"{first.stem}-{suffix}.png")
+    out = _check_out(default if args.out is None else args.out, args.paths)
+    save_figure(figure, out)
     print(f"wrote {out}")
     return EXIT_OK
 

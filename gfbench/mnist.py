@@ -5,12 +5,14 @@ The four files live in ``<root>/MNIST/raw/`` as ``train-images-idx3-ubyte``,
 same names with ``.gz``), exactly where ``torchvision.datasets.MNIST(root)`` keeps them. The root
 is the ``data_dir`` argument, else the environment variable ``GFBENCH_DATA``, else
 ``~/.cache/gfbench``. When files are missing and torchvision is installed (``pip install
-gfbench[mnist]``), torchvision downloads them; otherwise a ConfigError names the missing files.
+gfbench[mnist]``), torchvision downloads them (a folder named by ``data_dir`` or ``GFBENCH_DATA``
+must exist; a failed download leaves nothing behind); otherwise a ConfigError names the missing files.
 """
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,22 +61,56 @@ def _missing(root: Path) -> list[str]:
     return [stem for pair in _FILES.values() for stem in pair if _find(raw, stem) is None]
 
 
-def _ensure_files(root: Path) -> None:
-    """Download through torchvision when files are missing and it is installed; else raise ConfigError."""
+def _missing_message(root: Path, missing: list[str], why: str) -> str:
+    return (f"MNIST files missing in {str(root / 'MNIST' / 'raw')!r}: {', '.join(missing)} (or their .gz){why}; "
+            f"copy them there, or point --data-dir / ${ENV_VAR} at a folder holding MNIST/raw/")
+
+
+def _ensure_files(root: Path, named_by: str | None) -> None:
+    """Download through torchvision when files are missing and it is installed; else raise ConfigError.
+
+    ``named_by`` says how the user named ``root`` (None: the default folder); a folder the user
+    named must exist, since a download into a mistyped path would only hide the typo.
+    """
     missing = _missing(root)
     if not missing:
         return
+    if named_by is not None and not root.is_dir():
+        raise ConfigError(_missing_message(root, missing, f", and the folder {str(root)!r} given by {named_by} "
+                                                          "does not exist"))
     try:
         import torchvision
     except ImportError:
-        raise ConfigError(
-            f"MNIST files missing in {str(root / 'MNIST' / 'raw')!r}: {', '.join(missing)} (or their .gz); "
-            f"copy them there, or point --data-dir / ${ENV_VAR} at a folder holding MNIST/raw/, "
-            f"or 'pip install gfbench[mnist]' (torchvision) to download them") from None
-    for train in (True, False):
-        torchvision.datasets.MNIST(str(root), train=train, download=True)
+        raise ConfigError(_missing_message(root, missing, "") + ", or 'pip install gfbench[mnist]' (torchvision) "
+                          "to download them") from None
+    _download(torchvision, root, missing)
     if _missing(root):
         raise ConfigError(f"torchvision did not provide {', '.join(_missing(root))} in {str(root)!r}")
+
+
+def _download(torchvision, root: Path, missing: list[str]) -> None:
+    """Download MNIST into ``root`` with torchvision; when that fails (no network, Ctrl-C), remove what it
+    created, so that no half-filled folder is left behind, and raise ConfigError for an error."""
+    mnist_dir = root / "MNIST"
+    created = [folder for folder in (mnist_dir, *mnist_dir.parents) if not folder.exists()]
+    before = set() if created else set(mnist_dir.rglob("*"))
+    try:
+        for train in (True, False):
+            torchvision.datasets.MNIST(str(root), train=train, download=True)
+    except BaseException as error:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        else:
+            for path in sorted(set(mnist_dir.rglob("*")) - before, reverse=True):  # children before their folder
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        if not isinstance(error, Exception):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+        raise ConfigError(_missing_message(root, missing, f", and torchvision could not download them ({reason})")
+                          ) from None
 
 
 def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
@@ -108,8 +144,9 @@ def load_split(split: str, data_dir: str | os.PathLike | None = None) -> tuple[n
 
     Read once per process and root (cached); the arrays are read-only.
     """
+    named_by = "data_dir" if data_dir is not None else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else None
     root = resolve_root(data_dir).resolve()
-    _ensure_files(root)
+    _ensure_files(root, named_by)
     return _load_split(root, split)
 
 

@@ -29,18 +29,31 @@ def axis_label(variable: xr.DataArray) -> str:
     return name if units in ("", "1") else f"{name} [{units}]"
 
 
+#: The dims of a variable ``plot`` draws: one line for a trajectory, one per run of a comparison.
+_PLOTTABLE_DIMS = (("time",), ("run", "time"))
+
+
+def _check_variable(datasets: Sequence[xr.Dataset], var: str) -> None:
+    """Raise ConfigError, listing the variables that can be plotted, unless every dataset has ``var`` over
+    (time) or (run, time)."""
+    for ds in datasets:
+        if var not in ds.data_vars or ds[var].dims not in _PLOTTABLE_DIMS:
+            available = ", ".join(name for name in ds.data_vars if ds[name].dims in _PLOTTABLE_DIMS)
+            raise ConfigError(f"variable {var!r} cannot be plotted for {_label(ds)}; available: {available}")
+
+
+def _label(ds: xr.Dataset) -> str:
+    """The legend entry of a trajectory, or the title of a comparison."""
+    return ds.attrs.get("title", "") if ds.attrs.get("kind") == "comparison" else run_label(ds)
+
+
 def _lines(ds: xr.Dataset, var: str, label: str):
     """(label, time, values) per line: one per run of a comparison, one for a trajectory."""
-    if var not in ds:
-        available = ", ".join(name for name in ds.data_vars if ds[name].dims[-1:] == ("time",))
-        raise ConfigError(f"variable {var!r} is not in {label}; available: {available}")
     if ds[var].dims == ("time",):
         yield label, ds.time.values, ds[var].values
-    elif ds[var].dims == ("run", "time"):
+    else:
         for run in ds.run.values:
             yield str(run), ds.time.values, ds[var].sel(run=run).values
-    else:
-        raise ConfigError(f"variable {var!r} has dims {ds[var].dims}; plot takes (time) or (run, time) variables")
 
 
 def plot(datasets: Sequence[xr.Dataset | str | os.PathLike], var: str = "loss", *, logy: bool = False,
@@ -54,10 +67,10 @@ def plot(datasets: Sequence[xr.Dataset | str | os.PathLike], var: str = "loss", 
     loaded = [item if isinstance(item, xr.Dataset) else load(item) for item in datasets]
     if not loaded:
         raise ConfigError("plot needs at least one dataset")
+    _check_variable(loaded, var)
     figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for ds in loaded:
-        default = ds.attrs.get("title", "") if ds.attrs.get("kind") == "comparison" else run_label(ds)
-        for label, times, values in _lines(ds, var, default):
+        for label, times, values in _lines(ds, var, _label(ds)):
             finite = np.isfinite(values)
             if logy:
                 finite &= values > 0

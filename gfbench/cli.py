@@ -179,10 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_out(problem: str, solver: str) -> Path:
+    """``runs/<problem>-<solver>-<timestamp>.nc`` (``runs/`` is created when the file is written)."""
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S_%f")
-    folder = Path("runs")
-    folder.mkdir(exist_ok=True)
-    return folder / f"{problem}-{solver}-{stamp}.nc"
+    return Path("runs") / f"{problem}-{solver}-{stamp}.nc"
 
 
 def _problem_params(args) -> dict[str, str]:

@@ -148,16 +148,47 @@ def validate_dataset(ds: xr.Dataset) -> None:
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Raise ConfigError unless a file can be created at ``path`` (its folder exists and is writable)."""
+    """``path`` as a Path, or ConfigError unless a file can be created there: see ``_check_folder``."""
+    if not str(path):
+        raise ConfigError("output path must not be empty; give a file name")
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise ConfigError(f"output path {str(path)!r} is a directory; give a file name ending in .nc")
-    if not folder.is_dir():
-        raise ConfigError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
+    _check_folder(path.parent, path)
     return path
+
+
+def prepare_folder(folder: str | os.PathLike) -> Path:
+    """The output folder ``folder``, created if missing (see ``_check_folder``); ConfigError if it cannot be."""
+    if not str(folder):
+        raise ConfigError("output folder must not be empty; give a folder name")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output folder {str(folder)!r} exists and is not a folder")
+    _check_folder(folder, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _inside_working_folder(folder: Path) -> bool:
+    return Path.cwd() in (folder.resolve(), *folder.resolve().parents)
+
+
+def _check_folder(folder: Path, target: Path) -> None:
+    """ConfigError unless ``folder`` exists and is writable, or can be created in a writable one.
+
+    Missing folders are created (at the first write) only under the current folder, as the
+    default ``runs/`` is: a missing folder elsewhere, e.g. in an absolute path, is more likely a
+    typo than a wish.
+    """
+    existing = next(ancestor for ancestor in (folder, *folder.resolve().parents) if ancestor.exists())
+    if existing != folder and not _inside_working_folder(folder):
+        raise ConfigError(f"cannot write {str(target)!r}: folder {str(folder)!r} does not exist (gfbench creates "
+                          "missing folders only under the current folder)")
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write {str(target)!r}: {str(existing)!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {str(target)!r}: folder {str(existing)!r} is not writable")
 
 
 def _create_temporary(path: Path) -> Path:
@@ -177,11 +208,13 @@ def _create_temporary(path: Path) -> Path:
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
-    An interrupted or failed write (any exception, Ctrl-C or SIGTERM included) never leaves a
+    A missing folder under the current one is created first (``check_writable``). An
+    interrupted or failed write (any exception, Ctrl-C or SIGTERM included) never leaves a
     truncated file at ``path`` nor the temporary file. The file gets the mode the umask gives
     (0644 under umask 022).
     """
     path = check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
     try:
         write(tmp)

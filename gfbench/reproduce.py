@@ -19,7 +19,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .compare import compare
-from .dataset import load, save
+from .dataset import load, prepare_folder, save
 from .field import GradientField
 from .params import AT_LEAST_ONE, Bounds, ConfigError
 from .plot import _pyplot, save_figure
@@ -104,11 +104,10 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     specs = {(net, label): RunSpec.resolve(problems[net], solvers[solver], lr=lr / r, steps=steps * r,
                                            record_every=every * r, save_params=True, **settings)
              for net in nets for label, _, solver, r in plan}
+    out = prepare_folder(out)
     if progress:
         for net in nets:
             tqdm.write(_cost_line(problems[net], steps * (1 + sum(ratios)), settings))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, xr.Dataset]] = {net: {} for net in nets}
     jobs = [(net, label, stem) for net in nets for label, stem, _, _ in plan]
     for net, label, stem in tqdm(jobs, desc="figure 1 runs", disable=not progress):

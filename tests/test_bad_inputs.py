@@ -70,14 +70,14 @@ RUN_CASES = [
     [*Q, "--curvature-every", "1", "--curvature-tol", "1"], [*Q, "--curvature-every", "1", "--curvature-tol", "x"],
     [*Q, "--save-params", "yes"], [*Q, "--lr"], [*Q, "--quiet=1"],
     # paths
-    [*Q, "--out", ""], [*Q, "--out", "."], [*Q, "--out", "no/such/folder/x.nc"], [*Q, "--out", "folder"],
+    [*Q, "--out", ""], [*Q, "--out", "."], [*Q, "--out", "/nonexistent-gfbench/x.nc"], [*Q, "--out", "folder"],
     ["--problem", "relu_fc", "--solver", "gd", "--data-dir", "no/such/data"],
     ["--problem", "relu_fc", "--solver", "gd", "--param", "data_dir=no/such/data"],
 ]
 
 SWEEP_CASES = [
     ["sweep", "--problem", "quadratic", "--solver", "gd"], [*SWEEP], [*SWEEP, "--out", ""],
-    [*SWEEP, "--out", "text.txt"], [*SWEEP, "--out", "no/such/deep/dir"], [*SWEEP, "--out", "s", "--lr", "0.1,-1"],
+    [*SWEEP, "--out", "text.txt"], [*SWEEP, "--out", "/nonexistent-gfbench/dir"], [*SWEEP, "--out", "s", "--lr", "0.1,-1"],
     [*SWEEP, "--out", "s", "--lr", "0.1,,0.2"], [*SWEEP, "--out", "s", "--lr", "x"], [*SWEEP, "--out", "s", "--seed",
                                                                                       "0,0"],
     [*SWEEP, "--out", "s", "--seed", "-1"], [*SWEEP, "--out", "s", "--seed", "0,99999999999999999999"],
@@ -109,10 +109,10 @@ READ_CASES = [
     ["info", ""], ["compare"], ["compare", "missing.nc"], ["compare", "q.nc", "text.txt"],
     ["compare", "q.nc", "foreign.nc"], ["compare", "q.nc", "other.nc"], ["compare", "q.nc", "nothetas.nc"],
     ["compare", "q.nc", "qf.nc", "--ref", "missing.nc"], ["compare", "q.nc", "qf.nc", "--out", "folder"],
-    ["compare", "q.nc", "qf.nc", "--out", "no/such/dir/c.nc"], ["compare", "q.nc", "qf.nc", "--out", "qf.nc"],
+    ["compare", "q.nc", "qf.nc", "--out", "/nonexistent-gfbench/c.nc"], ["compare", "q.nc", "qf.nc", "--out", "qf.nc"],
     ["compare", "q.nc", "qf.nc", "--out", ""], ["plot"], ["plot", "missing.nc"], ["plot", "q.nc", "--var", "nope"],
     ["plot", "q.nc", "--var", "a/b"], ["plot", "q.nc", "--var", ""], ["plot", "q.nc", "--out", "q.nc"],
-    ["plot", "q.nc", "--out", "no/such/dir/p.png"], ["plot", "foreign.nc"], ["plot", "text.txt"],
+    ["plot", "q.nc", "--out", "/nonexistent-gfbench/p.png"], ["plot", "foreign.nc"], ["plot", "text.txt"],
     ["bound"], ["bound", "qc.nc"], ["bound", "qc.nc", "--eps", "0"], ["bound", "qc.nc", "--eps", "-1"],
     ["bound", "qc.nc", "--eps", "x"], ["bound", "qc.nc", "--eps", "nan"], ["bound", "qc.nc", "--eps", "inf"],
     ["bound", "q.nc", "--eps", "0.1"], ["bound", "missing.nc", "--eps", "0.1"],

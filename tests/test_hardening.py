@@ -79,3 +79,18 @@ def test_problem_parameters_shown_as_auto_accept_auto(run_cli, tmp_path):
     result = run_cli("run", "--problem", "quadratic", "--solver", "gf", "--steps", "3", "--solver-option", "rtol=auto",
                      "--out", str(tmp_path / "a.nc"), "--quiet")
     assert result.returncode == 0, result.stderr
+
+
+def test_missing_output_folders_are_created_under_the_working_folder_only(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    ds = gfbench.run("quadratic", "gd", lr=0.1, steps=2, progress=False)
+    assert gfbench.save(ds, "runs/deep/gd.nc").is_file()  # the README's gfbench.save(gd, "runs/gd.nc")
+    assert gfbench.save(ds, work / "new" / "b.nc").is_file()
+    with pytest.raises(gfbench.ConfigError, match="gfbench creates missing folders only under the current folder"):
+        gfbench.save(ds, tmp_path / "elsewhere" / "c.nc")
+    assert not (tmp_path / "elsewhere").exists()
+    (work / "file").write_text("x")
+    with pytest.raises(gfbench.ConfigError, match="'file' is not a folder"):
+        gfbench.save(ds, "file/d.nc")

@@ -194,7 +194,7 @@ def _execute(distributed, client, plan, todo, records, out: Path, torch_threads:
                     pass
                 except Exception as error:  # e.g. KilledWorker after dask's retries on other workers
                     finish(future, _failed(f"{type(error).__name__}: {error}"))
-            if client.scheduler_info(n_workers=-1)["workers"]:
+            if client.nthreads():  # any worker (scheduler_info lists only a few)
                 without_workers_since = None
             elif without_workers_since is None:
                 without_workers_since = wallclock.monotonic()

@@ -267,3 +267,92 @@ def test_cli_sweep_on_separately_started_scheduler_and_worker(plugin_path, tmp_p
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _cli(*argv: str, timeout: float = 120, setup: str = "") -> subprocess.CompletedProcess:
+    """``gfbench ARGV`` in a subprocess, after the Python statements ``setup``; killed after ``timeout`` s."""
+    code = f"{setup}\nfrom gfbench.cli import main\nraise SystemExit(main({list(argv)!r}))"
+    return subprocess.run([sys.executable, "-c", code], timeout=timeout, capture_output=True, text=True)
+
+
+def test_local_cluster_listens_on_loopback_only():
+    psutil = pytest.importorskip("psutil")
+    from urllib.parse import urlparse
+
+    with start_local_cluster(1) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(listener.listen_address.startswith("tcp://127.0.0.1:") for listener in cluster.scheduler.listeners)
+        assert urlparse(cluster.dashboard_link).hostname == "127.0.0.1"
+        # every socket this process and its workers (and nannies) listen on, the dashboard's included
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = [connection.laddr for process in processes for connection in process.net_connections("inet")
+                     if connection.status == psutil.CONN_LISTEN]
+        assert len(listening) >= 3 and {address.ip for address in listening} == {"127.0.0.1"}
+
+
+def test_members_end_recorded_when_every_worker_has_died(plugin_path, tmp_path):
+    # One worker without a nanny: the member that kills it leaves the scheduler with no worker at all,
+    # and dask (allowed-failures 3) waits for one forever; the sweep must still end, every member recorded.
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dask = [sys.executable, "-m", "dask"]
+    processes = []
+    try:
+        processes.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-nanny",
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        completed = _cli("sweep", "--problem", "failing_quadratic", "--solver", "gd", "--lr", "0.1", "--seed", "0,1,2",
+                         "--steps", "5", "--param", "dim=3", "--param", "kill_seed=1", "--scheduler", address,
+                         "--out", str(tmp_path), "--quiet",
+                         setup="from gfbench.sweep import execute; execute.NO_WORKERS_S = 3", timeout=150)
+        assert completed.returncode == EXIT_MEMBERS_FAILED, completed.stderr
+        merged = load_sweep(tmp_path)
+        assert set(merged["status"].values.tolist()) <= {"completed", "failed"}
+        assert merged["status"].sel(seed=1).item() == "failed"
+        assert "no dask worker" in merged["message"].sel(seed=1).item()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused_and_the_first_completes(scheduler, tmp_path, capsys):
+    argv = ["sweep", "--problem", "deep_linear", "--solver", "gd", "--steps", "1500", "--seed", "0,1,2,3",
+            "--scheduler", scheduler, "--out", str(tmp_path), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-m", "gfbench.cli", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / MANIFEST).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main(argv) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another sweep" in err and str(tmp_path) in err
+        stderr = first.communicate(timeout=120)[1]
+    finally:
+        first.kill()
+    assert first.returncode == EXIT_OK, stderr
+    assert load_sweep(tmp_path)["status"].values.tolist() == ["completed"] * 4
+
+
+def test_load_sweep_refuses_manifest_keys_that_are_not_digests(tmp_path):
+    out = tmp_path / "a" / "b"
+    out.mkdir(parents=True)
+    (out.parent / "outside.nc").write_text("what members/../../outside.nc would read")
+    record = {"config": {}, "file": "members/x.nc", "status": "completed"}
+    for points, members in ((["../../outside"], {"../../outside": record}), (["0123456789abcdef"], {})):
+        (out / MANIFEST).write_text(json.dumps({"gfbench_version": gfbench.__version__, "dims": [],
+                                                "constants": {}, "points": points, "members": members}))
+        with pytest.raises(gfbench.ConfigError) as error:
+            load_sweep(out)
+        assert "\n" not in str(error.value) and str(out) in str(error.value)
+        assert "digest" in str(error.value) or "does not list" in str(error.value)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "notaurl::x"])
+def test_unreachable_scheduler_exits_2_and_leaves_nothing(tmp_path, address):
+    out = tmp_path / "never"
+    completed = _cli("sweep", "--problem", "quadratic", "--solver", "gd", "--steps", "5", "--scheduler", address,
+                     "--out", str(out), timeout=60)
+    assert completed.returncode == EXIT_USAGE
+    assert completed.stderr.count("\n") == 1 and address in completed.stderr and "Traceback" not in completed.stderr
+    assert not out.exists()

@@ -12,6 +12,7 @@ Output folder layout::
 
     DIR/sweep.json            the manifest (grid, every member's identity, digest and status)
     DIR/members/<digest>.nc   one schema-v1 dataset per member, written atomically
+    DIR/.lock                 held by the sweep running into DIR; a second one is refused meanwhile
 
 A member is a ``gfbench.spec.RunSpec``; its digest is ``RunSpec.digest()`` (SHA-256 of its
 identity). Re-running a sweep into the same folder skips members whose file passes the one resume

@@ -5,6 +5,7 @@ import os
 import socket
 import time as wallclock
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +17,7 @@ from ..dataset import save
 from ..params import AT_LEAST_ONE, ConfigError
 from ..run import run
 from ..spec import RunSpec, Setting
-from .manifest import finished_record, member_path, prepare_out, previous_records, write_manifest
+from .manifest import check_out, claim_out, finished_record, member_path, previous_records, write_manifest
 from .plan import Grid, plan_sweep
 
 EXTRA = "sweep"
@@ -26,6 +27,11 @@ TORCH_THREADS = Setting("torch_threads", int, None, "torch threads per task (aut
                       bounds=AT_LEAST_ONE)
 #: Interface that a local cluster's scheduler, workers and dashboard listen on: this machine only.
 LOCAL_HOST = "127.0.0.1"
+#: Seconds between checks on the running members and on the scheduler's workers.
+POLL_S = 5.0
+#: Seconds a scheduler may have no worker at all before the members still pending are recorded as
+#: failed: long enough for a nanny to restart a worker that died, on a busy machine.
+NO_WORKERS_S = 60.0
 
 
 def _import_distributed():
@@ -109,7 +115,10 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     cores // workers, at least 1; on a given scheduler: left to the workers' own setting).
 
     Members whose file passes the resume rule (``gfbench.spec.reusable``) are skipped. A member
-    that raises, diverges or whose worker dies is recorded in the manifest and the others go on.
+    that raises, diverges or whose worker dies is recorded in the manifest and the others go on;
+    so are the members still pending when the scheduler has had no worker for ``NO_WORKERS_S``.
+    A sweep holds ``out``'s lock while it runs: a second sweep into ``out`` meanwhile is refused
+    (ConfigError). An unreachable scheduler is a ConfigError before ``out`` is touched.
     On KeyboardInterrupt the running tasks are cancelled, every finished member stays on disk
     and the manifest is written before the interrupt propagates. Returns a ``SweepSummary``;
     ``load_sweep(out)`` reads the results.
@@ -119,68 +128,122 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     if workers is not None and scheduler is not None:
         raise ConfigError("workers sizes the local cluster; it cannot be given with a scheduler address")
     distributed = _import_distributed()
-    out = prepare_out(out)
+    out = check_out(out)
+    with ExitStack() as stack:
+        # before anything is created: an unreachable scheduler leaves no folder or manifest behind
+        client = stack.enter_context(_connect(distributed, scheduler)) if scheduler is not None else None
+        stack.enter_context(claim_out(out))
+        previous = previous_records(out)
+        records = {digest: {"status": "pending", "message": None, "wall_time_s": None, "worker": None}
+                   for digest in plan.members}
+        skipped = []
+        for digest, identity in plan.members.items():
+            finished = finished_record(member_path(out, digest), identity)
+            if finished is not None:
+                records[digest] = {**finished, **previous.get(digest, {})}
+                skipped.append(digest)
+        write_manifest(out, plan, records)
+        todo = [digest for digest in plan.members if digest not in skipped]
+        if not todo:
+            return SweepSummary(out, records, (), tuple(skipped))
+        if client is None:
+            workers = workers or usable_cores()
+            torch_threads = torch_threads or max(1, usable_cores() // workers)
+            client = stack.enter_context(_client(distributed, stack.enter_context(start_local_cluster(workers))))
+        executed = _execute(distributed, client, plan, todo, records, out, torch_threads, progress)
+    return SweepSummary(out, records, tuple(executed), tuple(skipped))
 
-    previous = previous_records(out)
-    records = {digest: {"status": "pending", "message": None, "wall_time_s": None, "worker": None}
-               for digest in plan.members}
-    skipped = []
-    for digest, identity in plan.members.items():
-        finished = finished_record(member_path(out, digest), identity)
-        if finished is not None:
-            records[digest] = {**finished, **previous.get(digest, {})}
-            skipped.append(digest)
-    write_manifest(out, plan, records)
-    todo = [digest for digest in plan.members if digest not in skipped]
-    if not todo:
-        return SweepSummary(out, records, (), tuple(skipped))
 
+def _execute(distributed, client, plan, todo, records, out: Path, torch_threads: int | None, progress: bool) -> list[str]:
+    """Run the members ``todo`` on ``client``, saving each and updating ``records`` and the manifest as it ends.
+
+    Returns the digests run, in the order they ended. Every member ends recorded, even when no
+    worker is left to run it (see ``NO_WORKERS_S``).
+    """
     from tqdm.auto import tqdm
 
-    cluster = None
-    if scheduler is None:
-        workers = workers or usable_cores()
-        torch_threads = torch_threads or max(1, usable_cores() // workers)
-        cluster = start_local_cluster(workers)
+    if progress and "dashboard" in client.scheduler_info().get("services", {}) \
+            and client.run_on_scheduler(_dashboard_can_render):
+        print(f"dask dashboard: {client.dashboard_link}")
+    futures = {client.submit(run_member, plan.members[digest], torch_threads, pure=False): digest for digest in todo}
+    pending = set(futures)
     executed = []
+    bar = tqdm(total=len(plan.members), initial=len(plan.members) - len(todo), disable=not progress, unit="member",
+               desc="sweep")
+
+    def finish(future, record, ds=None):
+        digest = futures[future]
+        if ds is not None:
+            save(ds, member_path(out, digest))
+        records[digest] = record
+        executed.append(digest)
+        write_manifest(out, plan, records)
+        pending.discard(future)
+        future.release()
+        bar.update()
+
+    # Not as_completed: it waits forever for a member whose workers are all gone, and a finished
+    # member's result can be lost with its worker and then wait, recomputing, for a worker again.
+    without_workers_since = None
     try:
-        try:
-            # Not the default dask scheduler: xarray would then guard every netCDF write on this machine
-            # with a lock held through the scheduler, which a Ctrl-C inside a write can leave held forever.
-            client = distributed.Client(cluster if cluster is not None else scheduler, timeout="10s",
-                                        set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as error:
-            raise ConfigError(f"cannot connect to the dask scheduler {scheduler!r}: {error}") from None
-        with client:
-            if progress and "dashboard" in client.scheduler_info().get("services", {}) \
-                    and client.run_on_scheduler(_dashboard_can_render):
-                print(f"dask dashboard: {client.dashboard_link}")
-            futures = {client.submit(run_member, plan.members[digest], torch_threads, pure=False): digest
-                       for digest in todo}
-            bar = tqdm(total=len(plan.members), initial=len(skipped), disable=not progress, unit="member",
-                       desc="sweep")
-            try:
-                for future in distributed.as_completed(futures, loop=client.loop):
-                    digest = futures[future]
-                    try:
-                        record, ds = future.result()
-                    except Exception as error:  # e.g. KilledWorker after dask's retries on other workers
-                        record, ds = {"status": "failed", "message": f"{type(error).__name__}: {error}",
-                                      "wall_time_s": None, "worker": None}, None
-                    if ds is not None:
-                        save(ds, member_path(out, digest))
-                    records[digest] = record
-                    executed.append(digest)
-                    write_manifest(out, plan, records)
-                    future.release()
-                    bar.update()
-            except BaseException:
-                client.cancel(list(futures))
-                raise
-            finally:
-                bar.close()
-                write_manifest(out, plan, records)
+        while pending:
+            for future in _done(distributed, client, pending):
+                try:
+                    finish(future, *future.result(timeout=POLL_S))
+                except TimeoutError:  # its result was lost with its worker: pending again
+                    pass
+                except Exception as error:  # e.g. KilledWorker after dask's retries on other workers
+                    finish(future, _failed(f"{type(error).__name__}: {error}"))
+            if client.nthreads():  # any worker (scheduler_info lists only a few)
+                without_workers_since = None
+            elif without_workers_since is None:
+                without_workers_since = wallclock.monotonic()
+            elif wallclock.monotonic() - without_workers_since > NO_WORKERS_S:
+                client.cancel(list(pending))
+                for future in list(pending):
+                    finish(future, _failed(f"no dask worker was left to run it for {NO_WORKERS_S:g} s (they died "
+                                           "or left); re-run the sweep to retry it"))
+    except BaseException:
+        client.cancel(list(futures))
+        raise
     finally:
-        if cluster is not None:
-            cluster.close()
-    return SweepSummary(out, records, tuple(executed), tuple(skipped))
+        bar.close()
+        write_manifest(out, plan, records)
+    return executed
+
+
+def _done(distributed, client, pending: set) -> set:
+    """The futures of ``pending`` that end within ``POLL_S`` seconds (maybe none)."""
+    try:
+        with client.as_current():  # only here: see _client for why it is not the default client
+            return distributed.wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED").done
+    except TimeoutError:
+        return set()
+
+
+def _failed(message: str) -> dict[str, Any]:
+    return {"status": "failed", "message": message, "wall_time_s": None, "worker": None}
+
+
+def _client(distributed, target):
+    """A client of ``target`` (a cluster or an address) that is not dask's default client.
+
+    Not the default: xarray would then guard every netCDF write on this machine with a lock held
+    through the scheduler, which a Ctrl-C inside a write can leave held forever.
+    """
+    return distributed.Client(target, timeout="10s", set_as_default=False)
+
+
+def _connect(distributed, scheduler: str):
+    """A client of the running scheduler at ``scheduler``; ConfigError (nothing left running) if there is none."""
+    try:
+        # checked first: Client() fails on a malformed address only after starting, and its __del__ then
+        # blocks for 20 s and prints a traceback
+        distributed.comm.get_address_host_port(scheduler)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"scheduler {scheduler!r} is not a dask scheduler address such as tcp://HOST:PORT "
+                          f"({error})") from None
+    try:
+        return _client(distributed, scheduler)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ConfigError(f"cannot connect to the dask scheduler {scheduler!r}: {error}") from None

@@ -1,11 +1,13 @@
 """A sweep's folder: the manifest ``sweep.json`` and the member files ``members/<digest>.nc``."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import xarray as xr
 
@@ -17,6 +19,8 @@ from .plan import SweepPlan
 
 MANIFEST = "sweep.json"
 MEMBERS = "members"
+#: Held (flock) by the one sweep running into the folder.
+LOCK = ".lock"
 #: A member digest (``RunSpec.digest``): the only form of file name the manifest may point to.
 DIGEST = re.compile(r"[0-9a-f]{16}")
 
@@ -84,8 +88,8 @@ def write_manifest(out: Path, plan: SweepPlan, records: Mapping[str, dict[str, A
     atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
 
 
-def prepare_out(out: str | os.PathLike) -> Path:
-    """The sweep folder ``out`` with its ``members`` subfolder, created; ConfigError if it cannot be."""
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, if a sweep folder can be made or used there; ConfigError if not. Creates nothing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"sweep output {str(out)!r} exists and is not a directory")
@@ -94,5 +98,26 @@ def prepare_out(out: str | os.PathLike) -> Path:
         raise ConfigError(f"cannot create sweep folder {str(out)!r}: folder {str(parent)!r} does not exist")
     if not os.access(out if out.is_dir() else parent, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the sweep folder {str(out)!r}: permission denied")
-    (out / MEMBERS).mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextmanager
+def claim_out(out: Path) -> Iterator[Path]:
+    """Create ``out/members`` and hold the lock ``out/.lock`` for the block.
+
+    A second sweep into the same folder is refused at once (ConfigError) rather than made to
+    wait: two sweeps would run the same members twice. The lock is the kernel's (``flock``), so
+    a sweep that dies releases it; the empty lock file stays.
+    """
+    (out / MEMBERS).mkdir(parents=True, exist_ok=True)
+    # read-only suffices for flock, and works on a lock file another user created in a shared folder
+    handle = os.open(out / LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another sweep is running into {str(out)!r}; wait for it to end, or use "
+                              "another --out") from None
+        yield out
+    finally:
+        os.close(handle)

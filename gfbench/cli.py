@@ -339,7 +339,8 @@ def cmd_plot(args) -> int:
     from gfbench.plot import save_figure
 
     datasets = [gfbench.load(path) for path in args.paths]
-    var = args.var or ("distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
+    var = args.var if args.var is not None else (
+        "distance" if datasets[0].attrs.get("kind") == "comparison" else "loss")
     figure = gfbench.plot(datasets, var, logy=args.logy)  # first: it refuses a var the datasets lack
     first = Path(args.paths[0])
     suffix = re.sub(r"[^\w.-]", "_", var)  # netCDF allows names (spaces, colons, ...) unfit for a file name

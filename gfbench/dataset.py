@@ -158,14 +158,21 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def prepare_folder(folder: str | os.PathLike) -> Path:
-    """The output folder ``folder``, created if missing (see ``_check_folder``); ConfigError if it cannot be."""
+def check_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a Path, if an output folder can be used or made there (``_check_folder``);
+    ConfigError if not. Creates nothing."""
     if not str(folder):
         raise ConfigError("output folder must not be empty; give a folder name")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output folder {str(folder)!r} exists and is not a folder")
-    _check_folder(folder, folder)
+    _check_folder(folder if folder.exists() else folder.parent, folder)  # a new folder is made like a file
+    return folder
+
+
+def prepare_folder(folder: str | os.PathLike) -> Path:
+    """The output folder ``folder``, checked by ``check_folder`` and created if missing."""
+    folder = check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

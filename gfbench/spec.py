@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -88,7 +88,7 @@ RUN_SETTINGS: tuple[Param, ...] = (
     Setting("dtype", str, "float64", "floating-point type of theta and the problem's data",
             choices=tuple(DTYPES), requirement="be float64 or float32", canonical=_canonical_dtype),
     CURVATURE_EVERY,
-    CURVATURE_K,
+    replace(CURVATURE_K, bounds=None),  # its bound, 1 or 2k <= d, is checked once the problem is known
     CURVATURE_TOL,
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in RUN_SETTINGS}

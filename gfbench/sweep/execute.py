@@ -13,11 +13,11 @@ from typing import Any, Mapping
 import torch
 import xarray as xr
 
-from ..dataset import save
+from ..dataset import check_folder, save
 from ..params import AT_LEAST_ONE, ConfigError
 from ..run import run
 from ..spec import RunSpec, Setting
-from .manifest import check_out, claim_out, finished_record, member_path, previous_records, write_manifest
+from .manifest import claim_out, finished_record, member_path, previous_records, write_manifest
 from .plan import Grid, plan_sweep
 
 EXTRA = "sweep"
@@ -128,7 +128,7 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     if workers is not None and scheduler is not None:
         raise ConfigError("workers sizes the local cluster; it cannot be given with a scheduler address")
     distributed = _import_distributed()
-    out = check_out(out)
+    out = check_folder(out)
     with ExitStack() as stack:
         # before anything is created: an unreachable scheduler leaves no folder or manifest behind
         client = stack.enter_context(_connect(distributed, scheduler)) if scheduler is not None else None

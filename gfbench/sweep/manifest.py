@@ -88,19 +88,6 @@ def write_manifest(out: Path, plan: SweepPlan, records: Mapping[str, dict[str, A
     atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
 
 
-def check_out(out: str | os.PathLike) -> Path:
-    """``out`` as a Path, if a sweep folder can be made or used there; ConfigError if not. Creates nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"sweep output {str(out)!r} exists and is not a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"cannot create sweep folder {str(out)!r}: folder {str(parent)!r} does not exist")
-    if not os.access(out if out.is_dir() else parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the sweep folder {str(out)!r}: permission denied")
-    return out
-
-
 @contextmanager
 def claim_out(out: Path) -> Iterator[Path]:
     """Create ``out/members`` and hold the lock ``out/.lock`` for the block.

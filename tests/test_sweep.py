@@ -1,6 +1,7 @@
 """Sweeps on dask.distributed: merged datasets, recorded failures, resume, an external scheduler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -232,7 +233,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_cli_sweep_on_separately_started_scheduler_and_worker(plugin_path, tmp_path):
+@contextlib.contextmanager
+def _dask_cluster(*worker_flags: str):
+    """A dask scheduler and one single-threaded worker (``worker_flags`` added) as separate processes;
+    yields the scheduler's address and stops both afterwards."""
     address = f"tcp://127.0.0.1:{_free_port()}"
     dask = [sys.executable, "-m", "dask"]
     processes = []
@@ -240,7 +244,23 @@ def test_cli_sweep_on_separately_started_scheduler_and_worker(plugin_path, tmp_p
         processes.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
                                            "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         processes.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                           *worker_flags, "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        deadline = time.monotonic() + 15
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_cli_sweep_on_separately_started_scheduler_and_worker(plugin_path, tmp_path):
+    with _dask_cluster() as address:
         argv = ["sweep", "--problem", "failing_quadratic", "--solver", "gd", "--lr", "0.1,0.05", "--seed", "0,1",
                 "--steps", "20", "--param", "dim=3", "--param", "fail_seed=1", "--scheduler", address,
                 "--out", str(tmp_path), "--quiet"]
@@ -257,16 +277,6 @@ def test_cli_sweep_on_separately_started_scheduler_and_worker(plugin_path, tmp_p
         again = subprocess.run([sys.executable, "-m", "gfbench.cli", *argv[:-1]], timeout=120, capture_output=True,
                                text=True)
         assert again.returncode == EXIT_MEMBERS_FAILED and "(2 run, 2 already done)" in again.stdout
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        deadline = time.monotonic() + 15
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _cli(*argv: str, timeout: float = 120, setup: str = "") -> subprocess.CompletedProcess:
@@ -293,14 +303,7 @@ def test_local_cluster_listens_on_loopback_only():
 def test_members_end_recorded_when_every_worker_has_died(plugin_path, tmp_path):
     # One worker without a nanny: the member that kills it leaves the scheduler with no worker at all,
     # and dask (allowed-failures 3) waits for one forever; the sweep must still end, every member recorded.
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    dask = [sys.executable, "-m", "dask"]
-    processes = []
-    try:
-        processes.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        processes.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-nanny",
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    with _dask_cluster("--no-nanny") as address:
         completed = _cli("sweep", "--problem", "failing_quadratic", "--solver", "gd", "--lr", "0.1", "--seed", "0,1,2",
                          "--steps", "5", "--param", "dim=3", "--param", "kill_seed=1", "--scheduler", address,
                          "--out", str(tmp_path), "--quiet",
@@ -310,10 +313,6 @@ def test_members_end_recorded_when_every_worker_has_died(plugin_path, tmp_path):
         assert set(merged["status"].values.tolist()) <= {"completed", "failed"}
         assert merged["status"].sel(seed=1).item() == "failed"
         assert "no dask worker" in merged["message"].sel(seed=1).item()
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused_and_the_first_completes(scheduler, tmp_path, capsys):

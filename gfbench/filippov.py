@@ -38,6 +38,42 @@ class SlidingSolveFailed(ArithmeticError):
 def equivalent_control(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
     """α ∈ [0, 1]^s for ż(α) = ``velocity_on`` + ``gram`` diag(``signal``) (1 − α) (see the module docstring).
 
+    Pairs couple only through nonzero entries of ``gram`` (on ntk, pairs of one hidden unit), so
+    each connected block is solved on its own by ``_solve_block``.
+    """
+    alpha = torch.empty_like(velocity_on)
+    blocks = _coupled_blocks(gram)
+    single = torch.cat([block for block in blocks if len(block) == 1] + [blocks[0][:0]])
+    # One pair alone: ż = v + m β with m = gram·signal; β = −v/m clipped to [0, 1] if it attracts
+    # (m > 0), else it goes to the side its velocity points to.
+    v, m = velocity_on[single], gram[single, single] * signal[single]
+    beta = torch.where(m > 0, (-v / torch.where(m > 0, m, 1.0)).clamp(0, 1), (v < 0).to(v.dtype))
+    alpha[single] = 1 - beta
+    for block in blocks:
+        if len(block) > 1:
+            alpha[block] = _solve_block(velocity_on[block], gram[block][:, block], signal[block])
+    return alpha
+
+
+def _coupled_blocks(gram: torch.Tensor) -> list[torch.Tensor]:
+    """Index sets of the connected components of the graph with edges where gram ≠ 0."""
+    coupled = (gram != 0).cpu().numpy()
+    unassigned, blocks = set(range(len(coupled))), []
+    while unassigned:
+        frontier = [unassigned.pop()]
+        block = list(frontier)
+        while frontier:
+            reached = set(coupled[frontier].any(axis=0).nonzero()[0].tolist()) & unassigned
+            unassigned -= reached
+            frontier = list(reached)
+            block += frontier
+        blocks.append(torch.tensor(sorted(block), dtype=torch.long, device=gram.device))
+    return blocks
+
+
+def _solve_block(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """The box complementarity problem of ``equivalent_control`` for one coupled block.
+
     Least-index principal pivoting (Murty) on the box problem in β = 1 − α: each pair is free
     (ż_k = 0), on (β_k = 0) or off (β_k = 1), and one violated condition, the lowest-indexed, is
     switched per pivot. A pair with signal_k ≤ 0 cannot slide (ż_k grows with its own β_k, so its
@@ -124,16 +160,20 @@ class FilippovSwitching:
         self._cached = (theta, alpha)
         return velocity
 
-    def events(self, t: float, theta: torch.Tensor) -> torch.Tensor:
-        """s_k z_k + band_k for gated pairs (s = ±1 their side), and min(α, 1 − α) for sliding ones."""
+    def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
+        """Event functions ``components`` (None: all): s_k z_k + band_k for every pair k (s = ±1
+        its gate's side; +inf while it slides), then min(α_j, 1 − α_j) for the j-th sliding pair.
+        α costs a gradient evaluation unless θ is the point ``rhs`` was last called at."""
+        pairs = self.gates.numel()
         signed = (2 * self.gates - 1) * self._switching(theta) + self.band
-        if len(self.sliding) == 0:
-            return signed
         signed[self.sliding] = float("inf")
+        if len(self.sliding) == 0 or (components is not None and components.max() < pairs):
+            return signed if components is None else signed[components]
         if self._cached is None or self._cached[0] is not theta:
             self.rhs(theta)
         alpha = self._cached[1]
-        return torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
+        values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
+        return values if components is None else values[components]
 
     def switch(self, theta: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ, and every sliding pair with them."""
@@ -148,8 +188,12 @@ class FilippovSwitching:
         was_sliding[:len(self.sliding)] = True
         self.sliding_entries += int((sliding & ~was_sliding).sum())
         self.sliding_exits += int((~sliding & was_sliding).sum())
-        new_gates = torch.where(sliding, self.gates[candidates], alpha.round())
-        self.crossings += int((~sliding & ~was_sliding & (new_gates != self.gates[candidates])).sum())
+        # A crossed pair that the solve would keep on its old side has crossed all the same: the
+        # solve is exact only for sliding pairs of one layer, and trusting it here would stop time.
+        old_gates = self.gates[candidates]
+        kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
+        new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
+        self.crossings += int((~sliding & ~was_sliding).sum())
         self.gates[candidates] = new_gates
         self.sliding = candidates[sliding]
         # A pair just released may still sit a round-off on the wrong side of its surface: its

@@ -143,7 +143,8 @@ class Flow:
     θ = ``to_theta(y)`` (y itself when None) reported at the record times. ``error_norm`` maps the
     step's error estimate, already divided by atol + rtol·|y|, to the number the step control
     keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
-    ``events(t, y)`` (a vector ≥ 0 until an event), ``switch(y)`` (called at each event, before
+    ``events(t, y, components)`` (event functions, all ≥ 0 until an event; see
+    ``AdaptiveRungeKutta.advance_until``), ``switch(y)`` (called at each event, before
     the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
     depend on its state."""
 

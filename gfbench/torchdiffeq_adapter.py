@@ -163,45 +163,51 @@ class AdaptiveRungeKutta:
         return self._internals.interpolate(state.interp_coeff, state.t0, state.t1,
                                            torch.tensor(t, dtype=torch.float64, device=self._device))
 
-    def advance_until(self, t: float, events: Callable[[float, torch.Tensor], torch.Tensor],
+    def advance_until(self, t: float, events: Callable[[float, torch.Tensor, torch.Tensor | None], torch.Tensor],
                       time_tol: float) -> tuple[float, torch.Tensor, bool]:
         """Integrate on towards t, stopping at the first time some component of ``events`` turns negative.
 
-        ``events(s, y)`` maps a time and state to a vector that is ≥ 0 at the current time; it is
-        checked at every step end (and at t), and a sign change is located on the step's dense
-        output by the Illinois method to a bracket of width ≤ ``time_tol``, whose right end is
-        returned: there the event has happened. Returns (time reached, y there, whether an event
-        stopped the integration). Events that start and end within one step are not seen.
-        Not to be mixed with ``advance``; ``restart`` continues after an event.
+        ``events(s, y, components)`` maps a time and state to the event functions numbered by
+        ``components`` (all of them when None), all ≥ 0 at the current time. They are checked at
+        every step end; a sign change is located on that step's dense output, among the
+        components negative at the step end, by the Illinois method to a bracket of width
+        ≤ ``time_tol``, whose right end is returned: there the event has happened. Returns (time
+        reached, y there, whether an event stopped the integration). A component that changes
+        sign and back within one step is not seen. Not to be mixed with ``advance``; ``restart``
+        continues after an event.
         """
         if self._start is not None:
             self._solver._before_integrate(self._start)
             self._start = None
         while True:
             state = self._solver.rk_state
-            end = min(float(state.t1), t)
-            if end > self._now:
-                y_end = self._dense(end)
-                event_end = events(end, y_end).min()
-                if event_end < 0:
-                    self._now, y_event = self._locate(events, self._now, end, float(event_end), time_tol)
-                    return self._now, y_event, True
-                self._now = end
-                if end == t:
-                    return t, y_end, False
+            step_end = float(state.t1)
+            if step_end > self._now:
+                at_end = events(step_end, state.y1, None)
+                if at_end.min() < 0:
+                    fired = (at_end < 0).nonzero().flatten()
+                    when = self._locate(lambda s: events(s, self._dense(s), fired).min(), self._now, step_end,
+                                        float(at_end[fired].min()), time_tol)
+                    if when <= t:
+                        self._now = when
+                        return when, self._dense(when), True
+                if t <= step_end:
+                    self._now = t
+                    return t, self._dense(t), False
+                self._now = step_end
             self._solver.rk_state = self._solver._adaptive_step(state)
 
-    def _locate(self, events, left: float, right: float, right_value: float,
-                time_tol: float) -> tuple[float, torch.Tensor]:
-        """Shrink [left, right] (events ≥ 0 at left, some < 0 at right) around the first sign change."""
-        left_value, stale_side = float(events(left, self._dense(left)).min()), 0
+    def _locate(self, first_event: Callable[[float], torch.Tensor], left: float, right: float, right_value: float,
+                time_tol: float) -> float:
+        """Shrink [left, right] (``first_event`` ≥ 0 at left, < 0 at right) around its sign change."""
+        left_value, stale_side = float(first_event(left)), 0
         for _ in range(MAX_EVENT_ITERATIONS):
             if right - left <= time_tol:
                 break
             trial = right - right_value * (right - left) / (right_value - left_value)
             if not left < trial < right:
                 trial = 0.5 * (left + right)
-            value = float(events(trial, self._dense(trial)).min())
+            value = float(first_event(trial))
             if value < 0:
                 right, right_value = trial, value
                 left_value *= 0.5 if stale_side == 1 else 1.0  # Illinois: halve the end that stays
@@ -210,7 +216,7 @@ class AdaptiveRungeKutta:
                 left, left_value = trial, value
                 right_value *= 0.5 if stale_side == -1 else 1.0
                 stale_side = -1
-        return right, self._dense(right)
+        return right
 
     def restart(self, t: float, y: torch.Tensor) -> None:
         """Continue from y at time t ≤ the last step end, with the right-hand side as it is now

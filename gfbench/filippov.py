@@ -16,10 +16,11 @@ one ReLU layer: F(α) = −∇f_{D(α)} = F(1) + J_Sᵀ(g_S ⊙ (1 − α)) on z
 g_k ∇z_k + z_k ∇g_k, and g_k does not depend on the gates of its own layer). So
 ż_S = w(1) + K diag(g_S)(1 − α), K = J_S J_Sᵀ, and α solves the box complementarity problem:
 α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0. Exact for the ntk
-problem and whenever the sliding pairs lie in one ReLU layer (the first layer of relu_fc and cnn
-included). Limits: pairs of different layers sliding at once are coupled multilinearly (∇z_k of a
-deeper pair depends on earlier gates), and the linearisation at α = 1 used then is only first-order
-accurate; max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
+problem and whenever the sliding pairs lie in one ReLU layer (e.g. the first layer of relu_fc).
+Limits: pairs of different layers sliding at once are coupled multilinearly (∇z_k of a deeper pair
+depends on earlier gates), and the linearisation at α = 1 used then is only first-order accurate:
+the solve may contradict a crossing just observed, which is then taken as a plain crossing, and
+the flow can chatter between events (relu_fc with n_train=5 stalls near t = 0.05); max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
 between events is not smooth and only the step control handles them; a pair that crosses zero and
 back within one step goes unseen.
 """

@@ -109,15 +109,34 @@ class MNISTClassifier(Problem):
 
     def relu_inputs(self, theta: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         """The pre-activation entering every ``nn.ReLU`` of the network on inputs x, in forward order."""
+        return self._hooked_logits(theta, x, gates=None)[1]
+
+    def switching_functions(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """Every ReLU's input on the training examples (``relu_inputs``); [] for linear_fc."""
+        return self.relu_inputs(theta, self.train_x)
+
+    def gated_loss(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Cross-entropy with the k-th ReLU's output σ(z) replaced by gates[k]·z."""
+        logits, pre_activations = self._hooked_logits(theta, self.train_x, gates=gates)
+        return F.cross_entropy(logits, self.train_y), pre_activations
+
+    def _hooked_logits(self, theta: torch.Tensor, x: torch.Tensor,
+                       gates: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """h_θ(x) and the input of every ``nn.ReLU`` in forward order; with ``gates``, the k-th
+        ReLU outputs gates[k]·z instead of max(z, 0) (a forward hook's return value replaces the output)."""
         captured: list[torch.Tensor] = []
-        handles = [layer.register_forward_hook(lambda _, inputs, __: captured.append(inputs[0]))
-                   for layer in self.module.modules() if isinstance(layer, nn.ReLU)]
+
+        def hook(_, inputs, output):
+            captured.append(inputs[0])
+            return output if gates is None else gates[len(captured) - 1] * inputs[0]
+
+        handles = [layer.register_forward_hook(hook) for layer in self.module.modules() if isinstance(layer, nn.ReLU)]
         try:
-            self.logits(theta, x)
+            logits = self.logits(theta, x)
         finally:
             for handle in handles:
                 handle.remove()
-        return captured
+        return logits, captured
 
     def recorders(self) -> Sequence[Recorder]:
         return (ClassifierMetrics(with_test=self.params["n_test"] > 0),)

@@ -5,13 +5,16 @@ Every continuous solver (gradient flow and the modified flows) is a right-hand s
 (through :mod:`gfbench.torchdiffeq_adapter`) and advances it to each record time in turn, so the
 accepted step size, the FSAL derivative and the dense-output polynomial carry across record
 times: chunking costs no extra function evaluations compared with one ``odeint`` call over the
-whole grid (tests check the counts are equal), while only O(d) state is held.
+whole grid (tests check the counts are equal), while only O(d) state is held. A flow with a
+switching state (``Flow.switching``, e.g. :class:`gfbench.filippov.FilippovSwitching`) is
+integrated event by event: the solver stops where an event function changes sign, the state
+switches, and the integration restarts there with the step size it had.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -22,6 +25,10 @@ from .torchdiffeq_adapter import ADAPTIVE_METHODS, MAX_STEPS_PER_ADVANCE, Adapti
 #: Default tolerances by dtype: tight enough that the GF reference error is far below the
 #: O(η) gap to GD, loose enough that the solver does not chase round-off.
 DEFAULT_TOLERANCES = {torch.float64: (1e-9, 1e-11), torch.float32: (1e-5, 1e-7)}
+
+#: Width of the bracket an event time is located to, relative to max(1, t): a state error of about
+#: this times the jump of the field, far below any tolerance.
+EVENT_TIME_TOL = 1e-13
 
 FLOW_PARAMETERS = (
     Param("method", str, "dopri5", "torchdiffeq adaptive Runge-Kutta method", choices=ADAPTIVE_METHODS),
@@ -97,8 +104,10 @@ class FlowIntegration(Integration):
 
     def __init__(self, field, theta0: torch.Tensor, lr: float, *, rhs: Callable[[torch.Tensor], torch.Tensor],
                  y0: torch.Tensor | None = None, to_theta: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 error_norm: Callable[[torch.Tensor], torch.Tensor] | None = None, options: dict) -> None:
+                 error_norm: Callable[[torch.Tensor], torch.Tensor] | None = None, switching=None,
+                 options: dict) -> None:
         super().__init__(field, theta0, lr)
+        self.switching = switching
         y0 = theta0 if y0 is None else y0
         self.to_theta = to_theta or (lambda y: y)
         self.func = _CountedRHS(rhs, options["max_steps"], options["max_rejections"])
@@ -109,13 +118,23 @@ class FlowIntegration(Integration):
         if step == self.step:
             return self.theta
         self.func.steps_this_interval = 0
-        y = self.solver.advance(step * self.lr)
+        target = step * self.lr
+        if self.switching is None:
+            y = self.solver.advance(target)
+        else:
+            event = True
+            while event:
+                time, y, event = self.solver.advance_until(target, self.switching.events,
+                                                           EVENT_TIME_TOL * max(1.0, target))
+                if event:
+                    self.switching.switch(y)
+                    self.solver.restart(time, y)
         self.theta, self.step = self.to_theta(y), step
         return self.theta
 
     def stats(self) -> dict:
         return {"nfe": self.func.nfe, "n_steps_accepted": self.func.accepted, "n_steps_rejected": self.func.rejected,
-                "n_hvp": self.field.n_hvp}
+                "n_hvp": self.field.n_hvp, **({} if self.switching is None else self.switching.stats())}
 
 
 @dataclass(frozen=True)
@@ -123,12 +142,17 @@ class Flow:
     """What a continuous solver integrates: dy/dt = ``rhs(y)`` from ``y0`` (θ0 when None), with
     θ = ``to_theta(y)`` (y itself when None) reported at the record times. ``error_norm`` maps the
     step's error estimate, already divided by atol + rtol·|y|, to the number the step control
-    keeps ≤ 1 (None: torchdiffeq's RMS over all of y)."""
+    keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
+    ``events(t, y, components)`` (event functions, all ≥ 0 until an event; see
+    ``AdaptiveRungeKutta.advance_until``), ``switch(y)`` (called at each event, before
+    the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
+    depend on its state."""
 
     rhs: Callable[[torch.Tensor], torch.Tensor]
     y0: torch.Tensor | None = None
     to_theta: Callable[[torch.Tensor], torch.Tensor] | None = None
     error_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+    switching: Any = None
 
 
 class FlowSolver(Solver):
@@ -150,5 +174,5 @@ class FlowSolver(Solver):
     def start(self, field, theta0, lr) -> FlowIntegration:
         flow = self.flow(field, theta0, lr)
         return FlowIntegration(field, theta0, lr, rhs=flow.rhs, y0=flow.y0, to_theta=flow.to_theta,
-                               error_norm=flow.error_norm,
+                               error_norm=flow.error_norm, switching=flow.switching,
                                options=flow_options(self.options, field.problem, theta0.dtype))

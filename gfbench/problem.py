@@ -35,6 +35,9 @@ class Problem(Configurable):
     - ``sample_init(generator)``: θ0 as a float64 CPU tensor of shape (d,);
     - ``loss(theta)``: f(θ) as a differentiable 0-dim tensor.
 
+    A problem whose gradient is only piecewise smooth (a ReLU network) also implements
+    ``switching_functions(theta)``, the functions z(θ) across whose zero sets ∇f jumps, and
+    ``gated_loss(theta, gates)``, f with each switch frozen; smooth problems keep the defaults (none).
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
     generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
     ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
@@ -88,6 +91,27 @@ class Problem(Configurable):
         if theta0.shape != (self.dim,):
             raise RuntimeError(f"{self.name}.sample_init returned shape {tuple(theta0.shape)}, expected ({self.dim},)")
         return theta0.to(self.device, self.dtype)
+
+    def switching_functions(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """The switching functions z(θ) of a piecewise smooth f: ∇f is smooth while no z changes sign.
+
+        For a ReLU network, the input of every ReLU on every training example, one tensor per
+        ReLU layer shaped (examples, units...), in forward order. [] (the default): f is smooth.
+        Filippov, *Differential Equations with Discontinuous Righthand Sides* (1988), §1.
+        """
+        return []
+
+    def gated_loss(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(f_D(θ), z(θ)): f with every ReLU σ(z) replaced by D·z, and the switching functions.
+
+        ``gates`` D holds one tensor per tensor of ``switching_functions``, of the same shape. With
+        D = 1{z > 0} f_D = f near θ and ∇f_D is the one-sided gradient of that activation
+        pattern, smooth in θ across the switching surfaces; D ∈ [0, 1] on a surface z = 0 gives
+        Filippov's convex combinations of the one-sided gradients. z is returned inside f_D's
+        graph, so ∂f_D/∂z = D·∂f/∂σ(z) comes from the same backward pass. Implemented by every
+        problem whose ``switching_functions`` are not empty.
+        """
+        raise NotImplementedError(f"problem {self.name!r} has no switching functions to gate")
 
     def recorders(self) -> Sequence[Recorder]:
         return ()

@@ -4,7 +4,8 @@ gfbench advances one adaptive Runge–Kutta solver record time by record time, s
 step size, the FSAL derivative and the dense output carry across record times. Public ``odeint``
 cannot do that (it takes the whole time grid at once), so :class:`AdaptiveRungeKutta` builds the
 solver with torchdiffeq's own input normalisation and advances it through the private methods
-``odeint`` itself calls. Before first use, :func:`check_torchdiffeq` verifies the installed
+``odeint`` itself calls, and stops it at events (``advance_until``) located on the dense output
+of those steps. Before first use, :func:`check_torchdiffeq` verifies the installed
 version and every private name relied on, and raises :class:`UnsupportedTorchdiffeq` naming the
 version found and SUPPORTED_VERSIONS rather than integrate with an API it does not know.
 
@@ -39,6 +40,9 @@ STEP_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step
 MAX_STEPS_PER_ADVANCE = 10 ** 9
 
 _CHECK_INPUTS_PARAMETERS = ("func", "y0", "t", "rtol", "atol", "method", "options", "event_fn", "SOLVERS")
+_STATE_FIELDS = ("y1", "f1", "t0", "t1", "dt", "interp_coeff")
+#: Most iterations of the event-time search (Illinois regula falsi); it needs ~10 to reach round-off.
+MAX_EVENT_ITERATIONS = 100
 
 
 class UnsupportedTorchdiffeq(ImportError):
@@ -49,6 +53,8 @@ class UnsupportedTorchdiffeq(ImportError):
 class _Internals:
     check_inputs: Callable[..., tuple]
     solvers: dict[str, type]
+    state_type: type
+    interpolate: Callable[..., torch.Tensor]
 
 
 def check_torchdiffeq() -> _Internals:
@@ -65,12 +71,16 @@ def check_torchdiffeq() -> _Internals:
     if check_inputs is not None and tuple(inspect.signature(check_inputs).parameters) != _CHECK_INPUTS_PARAMETERS:
         problems.append(f"_check_inputs does not take {_CHECK_INPUTS_PARAMETERS}")
     solvers = _private("torchdiffeq._impl.odeint", "SOLVERS", problems) or {}
+    state_type = _private("torchdiffeq._impl.rk_common", "_RungeKuttaState", problems)
+    if state_type is not None and getattr(state_type, "_fields", None) != _STATE_FIELDS:
+        problems.append(f"_RungeKuttaState does not have the fields {_STATE_FIELDS}")
+    interpolate = _private("torchdiffeq._impl.interp", "_interp_evaluate", problems)
     for method in ADAPTIVE_METHODS:
         solver_class = solvers.get(method)
         if solver_class is None:
             problems.append(f"no solver {method!r} in SOLVERS")
             continue
-        missing = [name for name in ("_before_integrate", "_advance", "valid_callbacks")
+        missing = [name for name in ("_before_integrate", "_advance", "_adaptive_step", "valid_callbacks")
                    if not callable(getattr(solver_class, name, None))]
         problems += [f"{method}: no {name}" for name in missing]
         if "valid_callbacks" not in missing:
@@ -81,7 +91,7 @@ def check_torchdiffeq() -> _Internals:
     if problems:
         raise UnsupportedTorchdiffeq(f"torchdiffeq {version} is not supported (gfbench needs torchdiffeq"
                                      f"{SUPPORTED_VERSIONS}): {'; '.join(problems)}")
-    return _Internals(check_inputs, solvers)
+    return _Internals(check_inputs, solvers, state_type, interpolate)
 
 
 def _private(module: str, name: str, problems: list[str]) -> Any:
@@ -131,16 +141,88 @@ class AdaptiveRungeKutta:
 
     def __init__(self, func, y0: torch.Tensor, *, method: str, rtol: float, atol: float,
                  norm: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        internals = _checked_internals()
+        internals = self._internals = _checked_internals()
         options = {"max_num_steps": MAX_STEPS_PER_ADVANCE + 1} | ({} if norm is None else {"norm": norm})
         self._device = y0.device
         start = torch.zeros(1, dtype=torch.float64, device=y0.device)
         _, guarded, y0, self._start, rtol, atol, method, options, _, _ = internals.check_inputs(
             _StepGuard(func), y0, start, rtol, atol, method, options, None, internals.solvers)
         self._solver = internals.solvers[method](func=guarded, y0=y0, rtol=rtol, atol=atol, **options)
+        self._now = 0.0
 
     def advance(self, t: float) -> torch.Tensor:
         if self._start is not None:
             self._solver._before_integrate(self._start)
             self._start = None
         return self._solver._advance(torch.tensor(t, dtype=torch.float64, device=self._device))
+
+    def _dense(self, t: float) -> torch.Tensor:
+        state = self._solver.rk_state
+        if t == float(state.t1):
+            return state.y1
+        return self._internals.interpolate(state.interp_coeff, state.t0, state.t1,
+                                           torch.tensor(t, dtype=torch.float64, device=self._device))
+
+    def advance_until(self, t: float, events: Callable[[float, torch.Tensor, torch.Tensor | None], torch.Tensor],
+                      time_tol: float) -> tuple[float, torch.Tensor, bool]:
+        """Integrate on towards t, stopping at the first time some component of ``events`` turns negative.
+
+        ``events(s, y, components)`` maps a time and state to the event functions numbered by
+        ``components`` (all of them when None), all ≥ 0 at the current time. They are checked at
+        every step end; a sign change is located on that step's dense output, among the
+        components negative at the step end, by the Illinois method to a bracket of width
+        ≤ ``time_tol``, whose right end is returned: there the event has happened. Returns (time
+        reached, y there, whether an event stopped the integration). A component that changes
+        sign and back within one step is not seen. Not to be mixed with ``advance``; ``restart``
+        continues after an event.
+        """
+        if self._start is not None:
+            self._solver._before_integrate(self._start)
+            self._start = None
+        while True:
+            state = self._solver.rk_state
+            step_end = float(state.t1)
+            if step_end > self._now:
+                at_end = events(step_end, state.y1, None)
+                if at_end.min() < 0:
+                    fired = (at_end < 0).nonzero().flatten()
+                    when = self._locate(lambda s: events(s, self._dense(s), fired).min(), self._now, step_end,
+                                        float(at_end[fired].min()), time_tol)
+                    if when <= t:
+                        self._now = when
+                        return when, self._dense(when), True
+                if t <= step_end:
+                    self._now = t
+                    return t, self._dense(t), False
+                self._now = step_end
+            self._solver.rk_state = self._solver._adaptive_step(state)
+
+    def _locate(self, first_event: Callable[[float], torch.Tensor], left: float, right: float, right_value: float,
+                time_tol: float) -> float:
+        """Shrink [left, right] (``first_event`` ≥ 0 at left, < 0 at right) around its sign change."""
+        left_value, stale_side = float(first_event(left)), 0
+        for _ in range(MAX_EVENT_ITERATIONS):
+            if right - left <= time_tol:
+                break
+            trial = right - right_value * (right - left) / (right_value - left_value)
+            if not left < trial < right:
+                trial = 0.5 * (left + right)
+            value = float(first_event(trial))
+            if value < 0:
+                right, right_value = trial, value
+                left_value *= 0.5 if stale_side == 1 else 1.0  # Illinois: halve the end that stays
+                stale_side = 1
+            else:
+                left, left_value = trial, value
+                right_value *= 0.5 if stale_side == -1 else 1.0
+                stale_side = -1
+        return right
+
+    def restart(self, t: float, y: torch.Tensor) -> None:
+        """Continue from y at time t ≤ the last step end, with the right-hand side as it is now
+        (evaluated once there), keeping the step size the step control had reached."""
+        state = self._solver.rk_state
+        start = torch.tensor(t, dtype=torch.float64, device=self._device)
+        self._solver.rk_state = self._internals.state_type(y, self._solver.func(start, y), start, start, state.dt,
+                                                           state.interp_coeff)
+        self._now = t

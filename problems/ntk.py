@@ -32,8 +32,9 @@ class NTK(Problem):
     ``NTKRecorder``.
 
     GF on a ReLU network: ∇L jumps where some w_rᵀx_i = 0, and the flow can slide along such a
-    surface (a Filippov solution), where an adaptive Runge–Kutta method at the default rtol 1e-9
-    crawls with tiny steps. Run ``gf`` here with ``rtol`` ≈ 1e-5 (cost grows like 1/rtol).
+    surface (a Filippov solution), where ``gf``'s adaptive Runge–Kutta method at the default rtol
+    1e-9 crawls with tiny steps. Solver ``filippov`` integrates it exactly (switching functions
+    Z_ir = w_rᵀx_i).
     """
 
     name = "ntk"
@@ -97,6 +98,17 @@ class NTK(Problem):
 
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
         return 0.5 * torch.mean((self.predictions(theta) - self.targets) ** 2)
+
+    def switching_functions(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """[Z], Z_ir = w_rᵀx_i (n × m): ∇L jumps where some Z_ir changes sign."""
+        return [self.inputs @ self.hidden_weights(theta).T]
+
+    def gated_loss(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """L with σ(Z_ir) replaced by D_ir Z_ir: u = (1/√m) (D ⊙ Z) a."""
+        (pre_activations,) = self.switching_functions(theta)
+        (gate,) = gates
+        predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
+        return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
     def gram(self, theta: torch.Tensor) -> torch.Tensor:
         """H(θ)_ij = (1/m) x_iᵀx_j Σ_r 1{w_rᵀx_i ≥ 0, w_rᵀx_j ≥ 0} (n × n)."""

@@ -1,0 +1,207 @@
+"""Gradient flow on a piecewise smooth loss as a Filippov system: activation patterns, sliding, events.
+
+A ReLU network's loss f is smooth while no switching function z_k(θ) (a ReLU's input on one
+example) changes sign, and ∇f jumps across each surface z_k = 0. :class:`FilippovSwitching`
+holds the state of the event-driven integration (Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008):
+
+- a gate D_k ∈ {0, 1} per pair off the sliding set: between events the flow is dθ/dt = −∇f_D(θ)
+  (``Problem.gated_loss``), smooth in θ also past the surfaces, so a Runge–Kutta step and its dense
+  output stay accurate up to the event, which is located on that dense output;
+- a sliding set S of pairs held on their surfaces: there D_S = α, the equivalent control (Utkin)
+  that makes dz_S/dt = 0, with 0 ≤ α ≤ 1 (Filippov's convex combination of the one-sided
+  fields, Filippov 1988 §2.4). A pair leaves S when its α reaches 0 (to z < 0) or 1 (to z > 0).
+
+Equivalent control. With g_k = ∂f/∂σ(z_k) and J_S = ∂z_S/∂θ, the field is affine in the gates of
+one ReLU layer: F(α) = −∇f_{D(α)} = F(1) + J_Sᵀ(g_S ⊙ (1 − α)) on z_S = 0 (∂∇f_D/∂D_k =
+g_k ∇z_k + z_k ∇g_k, and g_k does not depend on the gates of its own layer). So
+ż_S = w(1) + K diag(g_S)(1 − α), K = J_S J_Sᵀ, and α solves the box complementarity problem:
+α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0. Exact for the ntk
+problem and whenever the sliding pairs lie in one ReLU layer (e.g. the first layer of relu_fc).
+Limits: pairs of different layers sliding at once are coupled multilinearly (∇z_k of a deeper pair
+depends on earlier gates), and the linearisation at α = 1 used then is only first-order accurate:
+the solve may contradict a crossing just observed, which is then taken as a plain crossing, and
+the flow can chatter between events (relu_fc with n_train=5 stalls near t = 0.05); max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
+between events is not smooth and only the step control handles them; a pair that crosses zero and
+back within one step goes unseen.
+"""
+from __future__ import annotations
+
+import torch
+
+#: Most pivots of the complementarity solve; a P-matrix problem of size s needs at most ~2s.
+MAX_PIVOTS = 1000
+
+
+class SlidingSolveFailed(ArithmeticError):
+    """The equivalent-control complementarity problem found no solution (its matrix is not a P-matrix)."""
+
+
+def equivalent_control(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """α ∈ [0, 1]^s for ż(α) = ``velocity_on`` + ``gram`` diag(``signal``) (1 − α) (see the module docstring).
+
+    Pairs couple only through nonzero entries of ``gram`` (on ntk, pairs of one hidden unit), so
+    each connected block is solved on its own by ``_solve_block``.
+    """
+    alpha = torch.empty_like(velocity_on)
+    blocks = _coupled_blocks(gram)
+    single = torch.cat([block for block in blocks if len(block) == 1] + [blocks[0][:0]])
+    # One pair alone: ż = v + m β with m = gram·signal; β = −v/m clipped to [0, 1] if it attracts
+    # (m > 0), else it goes to the side its velocity points to.
+    v, m = velocity_on[single], gram[single, single] * signal[single]
+    beta = torch.where(m > 0, (-v / torch.where(m > 0, m, 1.0)).clamp(0, 1), (v < 0).to(v.dtype))
+    alpha[single] = 1 - beta
+    for block in blocks:
+        if len(block) > 1:
+            alpha[block] = _solve_block(velocity_on[block], gram[block][:, block], signal[block])
+    return alpha
+
+
+def _coupled_blocks(gram: torch.Tensor) -> list[torch.Tensor]:
+    """Index sets of the connected components of the graph with edges where gram ≠ 0."""
+    coupled = (gram != 0).cpu().numpy()
+    unassigned, blocks = set(range(len(coupled))), []
+    while unassigned:
+        frontier = [unassigned.pop()]
+        block = list(frontier)
+        while frontier:
+            reached = set(coupled[frontier].any(axis=0).nonzero()[0].tolist()) & unassigned
+            unassigned -= reached
+            frontier = list(reached)
+            block += frontier
+        blocks.append(torch.tensor(sorted(block), dtype=torch.long, device=gram.device))
+    return blocks
+
+
+def _solve_block(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """The box complementarity problem of ``equivalent_control`` for one coupled block.
+
+    Least-index principal pivoting (Murty) on the box problem in β = 1 − α: each pair is free
+    (ż_k = 0), on (β_k = 0) or off (β_k = 1), and one violated condition, the lowest-indexed, is
+    switched per pivot. A pair with signal_k ≤ 0 cannot slide (ż_k grows with its own β_k, so its
+    surface does not attract from both sides): it is only ever on or off. Unique when gram is
+    positive definite and signal > 0 (a P-matrix); raises SlidingSolveFailed after MAX_PIVOTS pivots.
+    """
+    matrix = gram * signal[None, :]
+    size = len(velocity_on)
+    slack = 1e-12 * (velocity_on.abs().max() + matrix.abs().max())
+    attracting = signal > 0
+    free_state, on_state, off_state = 0, 1, 2
+    state = torch.where(attracting, free_state, on_state)
+    for _ in range(MAX_PIVOTS):
+        beta = (state == off_state).to(matrix.dtype)
+        free = state == free_state
+        if free.any():
+            rhs = -(velocity_on[free] + matrix[free][:, ~free] @ beta[~free])
+            beta[free] = torch.linalg.solve(matrix[free][:, free], rhs)
+        velocity = velocity_on + matrix @ beta
+        on_wrong, off_wrong = (state == on_state) & (velocity < -slack), (state == off_state) & (velocity > slack)
+        violated = (free & ((beta < 0) | (beta > 1))) | on_wrong | off_wrong
+        if not violated.any():
+            return 1 - beta.clamp(0, 1)
+        k = int(violated.nonzero()[0])
+        if free[k]:
+            state[k] = on_state if beta[k] < 0 else off_state
+        elif attracting[k]:
+            state[k] = free_state
+        else:
+            state[k] = off_state if on_wrong[k] else on_state
+    raise SlidingSolveFailed(f"no equivalent control for {size} sliding pairs after {MAX_PIVOTS} pivots")
+
+
+class FilippovSwitching:
+    """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
+
+    ``rhs(θ)``: the Filippov field −∇f_D(θ) with the current gates and sliding set;
+    ``events(t, θ)``: a vector ≥ 0 until an event (a gated pair's z changes sign, a sliding α
+    leaves [0, 1]); ``switch(θ)``: at an event, re-decide every pair involved (transversal
+    crossing or entry into sliding, exit from sliding) by the complementarity solve.
+    Each evaluation of the gated gradient counts one gradient in ``field.n_evals``.
+    """
+
+    def __init__(self, field, theta0: torch.Tensor) -> None:
+        self.field = field
+        self.problem = field.problem
+        switching = [z.detach() for z in self.problem.switching_functions(theta0)]
+        self.shapes = [z.shape for z in switching]
+        z = torch.cat([item.reshape(-1) for item in switching])
+        self.gates = (z > 0).to(theta0.dtype)
+        self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
+        self.band = torch.zeros_like(z)
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.crossings = self.sliding_entries = self.sliding_exits = 0
+
+    def _switching(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z.reshape(-1) for z in self.problem.switching_functions(theta)])
+
+    def field_with(self, theta: torch.Tensor, sliding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α)."""
+        gates = self.gates.clone()
+        gates[sliding] = 1.0
+        sizes = [shape.numel() for shape in self.shapes]
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            loss, switching = self.problem.gated_loss(
+                leaf, [gate.view(shape) for gate, shape in zip(torch.split(gates, sizes), self.shapes)])
+            grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
+            self.field.n_evals += 1
+            velocity = -grads[0]
+            if len(sliding) == 0:
+                return velocity, sliding.to(theta.dtype)
+            signal = torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
+            selector = torch.zeros(len(sliding), self.gates.numel(), dtype=theta.dtype, device=theta.device)
+            selector[torch.arange(len(sliding)), sliding] = 1.0
+            outputs = [block.reshape(len(sliding), *shape)
+                       for block, shape in zip(torch.split(selector, sizes, dim=1), self.shapes)]
+            (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True)
+        alpha = equivalent_control(jacobian @ velocity, jacobian @ jacobian.T, signal)
+        return velocity + jacobian.T @ (signal * (1 - alpha)), alpha
+
+    def rhs(self, theta: torch.Tensor) -> torch.Tensor:
+        velocity, alpha = self.field_with(theta, self.sliding)
+        self._cached = (theta, alpha)
+        return velocity
+
+    def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
+        """Event functions ``components`` (None: all): s_k z_k + band_k for every pair k (s = ±1
+        its gate's side; +inf while it slides), then min(α_j, 1 − α_j) for the j-th sliding pair.
+        α costs a gradient evaluation unless θ is the point ``rhs`` was last called at."""
+        pairs = self.gates.numel()
+        signed = (2 * self.gates - 1) * self._switching(theta) + self.band
+        signed[self.sliding] = float("inf")
+        if len(self.sliding) == 0 or (components is not None and components.max() < pairs):
+            return signed if components is None else signed[components]
+        if self._cached is None or self._cached[0] is not theta:
+            self.rhs(theta)
+        alpha = self._cached[1]
+        values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
+        return values if components is None else values[components]
+
+    def switch(self, theta: torch.Tensor) -> None:
+        """Re-decide the pairs whose event fired at θ, and every sliding pair with them."""
+        z = self._switching(theta)
+        signed = (2 * self.gates - 1) * z + self.band
+        signed[self.sliding] = float("inf")
+        crossed = (signed < 0).nonzero().flatten()
+        candidates = torch.cat([self.sliding, crossed])
+        _, alpha = self.field_with(theta, candidates)
+        sliding = (alpha > 0) & (alpha < 1)
+        was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
+        was_sliding[:len(self.sliding)] = True
+        self.sliding_entries += int((sliding & ~was_sliding).sum())
+        self.sliding_exits += int((~sliding & was_sliding).sum())
+        # A crossed pair that the solve would keep on its old side has crossed all the same: the
+        # solve is exact only for sliding pairs of one layer, and trusting it here would stop time.
+        old_gates = self.gates[candidates]
+        kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
+        new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
+        self.crossings += int((~sliding & ~was_sliding).sum())
+        self.gates[candidates] = new_gates
+        self.sliding = candidates[sliding]
+        # A pair just released may still sit a round-off on the wrong side of its surface: its
+        # event function starts from 0 there instead of firing at once.
+        self.band = torch.clamp(-(2 * self.gates - 1) * z, min=0)
+        self._cached = None
+
+    def stats(self) -> dict:
+        return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,
+                "n_sliding_exits": self.sliding_exits}

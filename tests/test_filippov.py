@@ -1,0 +1,155 @@
+"""The Filippov gradient flow (solver ``filippov``) against independent references."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gfbench
+from gfbench.filippov import equivalent_control
+from gfbench.problem import Problem
+
+COSINE = 0.6  # x1·x2
+INPUTS = torch.tensor([[1.0, 0.0], [COSINE, 0.8]], dtype=torch.float64)
+TARGETS = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+W0 = torch.tensor([0.5, 0.25], dtype=torch.float64)  # z(0) = X w0 = (0.5, 0.5)
+SLIDING_START = 5 * math.log(1.5)
+
+
+class OneUnitTwoExamples(Problem):
+    """L(w) = ¼ Σ_i (σ(w·x_i) − y_i)², w ∈ R², x1 = (1, 0), x2 = (0.6, 0.8), y = (−1, 2), w(0) = (0.5, 0.25)."""
+
+    name = "one_unit_two_examples"
+    parameters = ()
+    default_lr = 0.1
+    default_steps = 60
+
+    def build(self) -> None:
+        self.inputs, self.targets = INPUTS, TARGETS
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def sample_init(self, generator):
+        return W0.clone()
+
+    def switching_functions(self, theta):
+        return [self.inputs @ theta]
+
+    def gated_loss(self, theta, gates):
+        z = self.inputs @ theta
+        return 0.25 * ((gates[0] * z - self.targets) ** 2).sum(), [z]
+
+    def loss(self, theta):
+        return 0.25 * ((torch.relu(self.inputs @ theta) - self.targets) ** 2).sum()
+
+
+def sliding_closed_form(t: float) -> np.ndarray:
+    """w(t) for OneUnitTwoExamples, by hand.
+
+    Both units on (z = Xw > 0): ż = −½ G (z − y), G = XXᵀ = [[1, c], [c, 1]], c = 0.6. z(0) − y =
+    1.5 (1, −1) is the eigenvector of eigenvalue 1 − c, so z(t) = y + 1.5 (1, −1) e^{−0.2 t} and
+    z1 = −1 + 1.5 e^{−0.2 t} reaches 0 at s = 5 ln 1.5, where z = (0, 1) and w = X⁻¹z = (0, 1.25).
+    There the on side has ż1 = −½(1 − c e) with e = y2 − z2 = 1 and the off side ż1 = ½ c e > 0:
+    both point into z1 = 0, so the flow slides. With σ'(z1) → α, ż1 = 0 gives α = c e = 0.6 and
+    ẇ = ½ e (x2 − c x1) = (0, 0.4 e), ė = −x2·ẇ = −½(1 − c²) e = −0.32 e: e = e^{−0.32 (t − s)},
+    α = 0.6 e stays in (0, 1), so the flow slides for ever:
+    w(t) = (0, 1.25 + 1.25 (1 − e^{−0.32 (t − s)})) for t ≥ s.
+    """
+    if t <= SLIDING_START:
+        z = TARGETS.numpy() + 1.5 * np.array([1.0, -1.0]) * math.exp(-0.2 * t)
+        return np.linalg.solve(INPUTS.numpy(), z)
+    return np.array([0.0, 1.25 + 1.25 * (1 - math.exp(-0.32 * (t - SLIDING_START)))])
+
+
+def test_flow_crosses_into_sliding_and_matches_the_closed_form():
+    ds = gfbench.run(OneUnitTwoExamples(), "filippov", lr=0.1, steps=60, progress=False, save_params=True)
+    assert ds.attrs["status"] == "completed"
+    assert (ds.attrs["n_sliding_entries"], ds.attrs["n_sliding_exits"], ds.attrs["n_crossings"]) == (1, 0, 0)
+    expected = np.stack([sliding_closed_form(float(t)) for t in ds.time.values])
+    assert np.abs(ds.theta.values - expected).max() <= 1e-8
+    assert float(ds.time[-1]) > SLIDING_START + 3  # most of the run is on the sliding surface
+
+
+def test_gd_zigzags_around_the_same_sliding_solution():
+    flow = gfbench.run(OneUnitTwoExamples(), "filippov", lr=0.1, steps=60, progress=False, save_params=True)
+    gaps = [np.abs(gfbench.run(OneUnitTwoExamples(), "gd", lr=0.1 / r, steps=60 * r, record_every=r, progress=False,
+                               save_params=True).theta.values - flow.theta.values).max() for r in (1, 4)]
+    assert gaps[1] < gaps[0] / 2.5
+
+
+def _box_complementarity_holds(alpha, velocity_on, gram, signal, slack=1e-10):
+    velocity = velocity_on + gram @ (signal * (1 - alpha))
+    for a, v in zip(alpha.tolist(), velocity.tolist()):
+        if 0 < a < 1:
+            assert abs(v) <= slack
+        elif a == 1:
+            assert v >= -slack
+        else:
+            assert a == 0 and v <= slack
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equivalent_control_solves_the_box_complementarity_problem(seed):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    gram = inputs @ inputs.T + 0.1 * torch.eye(4, dtype=torch.float64)
+    signal = torch.rand(4, generator=generator, dtype=torch.float64) + 0.1
+    velocity_on = torch.randn(4, generator=generator, dtype=torch.float64)
+    alpha = equivalent_control(velocity_on, gram, signal)
+    _box_complementarity_holds(alpha, velocity_on, gram, signal)
+    # the P-matrix problem has one solution: no other choice of free/on/off pairs satisfies it
+    solutions = 0
+    for states in itertools.product((0, 1, 2), repeat=4):
+        beta = torch.tensor([float(s == 2) for s in states], dtype=torch.float64)
+        free = torch.tensor([s == 0 for s in states])
+        matrix = gram * signal[None, :]
+        if free.any():
+            beta[free] = torch.linalg.solve(matrix[free][:, free],
+                                            -(velocity_on[free] + matrix[free][:, ~free] @ beta[~free]))
+        if ((beta[free] > 0) & (beta[free] < 1)).all() or not free.any():
+            try:
+                _box_complementarity_holds(1 - beta, velocity_on, gram, signal)
+                solutions += 1
+                assert torch.allclose(1 - beta, alpha, atol=1e-12)
+            except AssertionError:
+                pass
+    assert solutions == 1
+
+
+def test_ntk_flow_is_fast_and_gd_converges_to_it_like_lr():
+    """ntk width 100, n 20, lr 0.01 to t = 2: GD at lr/r approaches the flow at rate ~1/r."""
+    problem = gfbench.get_problem("ntk", width=100, n=20)
+    flow = gfbench.run(problem, "filippov", lr=0.01, steps=200, progress=False, save_params=True)
+    assert flow.attrs["status"] == "completed"
+    assert flow.attrs["n_sliding_entries"] > 0  # the run does exercise sliding
+    assert np.all(flow.loss.values <= flow.loss_bound_measured.values * (1 + 1e-6))
+    rates = (1, 2, 4, 8)
+    gaps = [np.linalg.norm(gfbench.run(problem, "gd", lr=0.01 / r, steps=200 * r, record_every=r, progress=False,
+                                       save_params=True).theta.values[-1] - flow.theta.values[-1]) for r in rates]
+    slope = np.polyfit(np.log(rates), np.log(gaps), 1)[0]
+    assert -1.25 < slope < -0.8
+    assert gaps[-1] < gaps[0] / 4
+
+
+@pytest.mark.parametrize("problem, params, lr, steps", [
+    ("quadratic", {}, 0.1, 20),
+    ("deep_linear", {}, 0.01, 20),
+    ("linear_fc", {"n_train": 20, "hidden": "8"}, 0.001, 5),
+])
+def test_smooth_problems_run_exactly_as_gf(problem, params, lr, steps):
+    if problem == "linear_fc":
+        from zoo_support import SHARED_DATA
+        if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+            pytest.skip(f"MNIST copy for tests not found at {SHARED_DATA}/MNIST/raw")
+        params = params | {"data_dir": str(SHARED_DATA)}
+    runs = [gfbench.run(gfbench.get_problem(problem, **params), solver, lr=lr, steps=steps, progress=False,
+                        save_params=True) for solver in ("gf", "filippov")]
+    assert np.array_equal(runs[0].theta.values, runs[1].theta.values)
+    for key in ("n_grad_evals", "nfe", "n_steps_accepted", "n_steps_rejected"):
+        assert runs[0].attrs[key] == runs[1].attrs[key]
+    assert "n_sliding_entries" not in runs[1].attrs

@@ -45,6 +45,11 @@ class MLP(FullyConnected):
     and standard deviation (1/n) over the training examples (test examples with the training
     statistics; a constant pixel is only centred), ``none`` p itself. θ = parameters_to_vector:
     W_1 (row-major), [b_1,] …, W_L[, b_L].
+
+    Edge-of-stability preset (README, "Problems and solvers", has what it measures): the defaults
+    (tanh, mse, biases, torch init) with classes=0,1,2,3, n_train=500, hidden=100,100, GD at
+    η = 0.05 for 2000 steps with ``--curvature-every`` on: the sharpness λmax rises to 2/η = 40
+    and stays there while gradient flow's goes on rising.
     """
 
     name = "mlp"

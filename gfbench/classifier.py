@@ -1,4 +1,4 @@
-"""Networks classifying MNIST digits as problems: the shared part of linear_fc, relu_fc and cnn.
+"""Networks classifying MNIST digits as problems: the shared part of linear_fc, relu_fc, mlp and cnn.
 
 θ is ``torch.nn.utils.parameters_to_vector(module.parameters())``: every parameter flattened
 row-major, in the module's parameter order. ``loss(θ)`` evaluates the module on views of θ through
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,34 @@ CLASSIFIER_PARAMETERS = (
 )
 
 
+def half_squared_error(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(1/n) Σ_i ½‖h(x_i) − e_{y_i}‖²: the edge-of-stability MSE, one-hot targets e_y over the C outputs.
+
+    outputs (n, C), labels (n,) in 0..C−1 (Cohen, Kaur, Li, Kolter, Talwalkar, ICLR 2021, Appendix).
+    """
+    targets = F.one_hot(labels, outputs.shape[1]).to(outputs.dtype)
+    return 0.5 * ((outputs - targets) ** 2).sum(1).mean()
+
+
+class Criterion(NamedTuple):
+    """A classification loss: ``function(outputs, labels)`` averaged over examples, and what it is in words."""
+
+    function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    long_name: str
+
+
+#: The classifiers' losses, by value of the ``loss`` parameter.
+LOSSES = {"ce": Criterion(F.cross_entropy, "mean cross-entropy"),
+          "mse": Criterion(half_squared_error, "mean of 1/2 |h(x) - onehot(y)|^2")}
+#: Elementwise activations σ, by value of the ``activation`` parameter.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus, "linear": nn.Identity}
+LOSS_PARAM = Param("loss", str, "ce", "ce: mean cross-entropy; mse: mean of ½‖h(x) − onehot(y)‖² (EoS convention)",
+                   choices=tuple(LOSSES))
+ACTIVATION_PARAM = Param("activation", str, "relu", "elementwise activation between layers (linear: none)",
+                         choices=tuple(ACTIVATIONS))
+
+
 def torch_default_init_(module: nn.Module, generator: torch.Generator) -> None:
     """torch's own initialisation of every Linear and Conv2d, drawn from ``generator``.
 
@@ -51,11 +79,13 @@ def torch_default_init_(module: nn.Module, generator: torch.Generator) -> None:
 
 
 class MNISTClassifier(Problem):
-    """f(θ) = (1/n) Σ_i CE(h_θ(x_i), y_i): mean cross-entropy of a network h_θ on n MNIST examples, full batch.
+    """f(θ) = (1/n) Σ_i ℓ(h_θ(x_i), y_i): mean loss of a network h_θ on n MNIST examples, full batch.
 
+    ℓ is cross-entropy, or the ``loss`` parameter's choice where a subclass declares it (``LOSSES``).
     Inputs are normalised as (pixel/255 − 0.1307)/0.3081 (torchvision's constants). A subclass
     builds the network (``make_module``) and initialises it from a generator (``initialize_``).
-    Records ``train_accuracy``, and ``test_loss`` and ``test_accuracy`` when ``n_test`` > 0.
+    Records ``train_accuracy`` (the largest output is the predicted class), and ``test_loss`` and
+    ``test_accuracy`` when ``n_test`` > 0.
     """
 
     #: EC21 Figure 1: η0 = 0.001 for 10,000 iterations.
@@ -101,11 +131,16 @@ class MNISTClassifier(Problem):
                 for (name, shape), chunk in zip(self.shapes.items(), torch.split(theta, sizes))}
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """h_θ(x), shape (n, 10)."""
+        """h_θ(x), shape (n, C): one output per class."""
         return functional_call(self.module, self.named_views(theta), (x,))
 
+    @property
+    def criterion(self) -> Criterion:
+        """The loss ℓ: the ``loss`` parameter's where declared, else cross-entropy."""
+        return LOSSES[self.params.get("loss", "ce")]
+
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(theta, self.train_x), self.train_y)
+        return self.criterion.function(self.logits(theta, self.train_x), self.train_y)
 
     def relu_inputs(self, theta: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         """The pre-activation entering every ``nn.ReLU`` of the network on inputs x, in forward order."""
@@ -139,19 +174,21 @@ class MNISTClassifier(Problem):
         return logits, captured
 
     def recorders(self) -> Sequence[Recorder]:
-        return (ClassifierMetrics(with_test=self.params["n_test"] > 0),)
+        return (ClassifierMetrics(with_test=self.params["n_test"] > 0, loss_name=self.criterion.long_name),)
 
 
 class ClassifierMetrics(Recorder):
-    """Training accuracy, and test loss and accuracy when the problem holds test examples."""
+    """Training accuracy, and test loss (the problem's ``criterion``) and accuracy when the problem holds
+    test examples."""
 
-    def __init__(self, with_test: bool) -> None:
+    def __init__(self, with_test: bool, loss_name: str = LOSSES["ce"].long_name) -> None:
         self.with_test = with_test
+        self.loss_name = loss_name
 
     def variables(self) -> Sequence[Variable]:
         found = [Variable("train_accuracy", "fraction of training examples classified correctly", "1")]
         if self.with_test:
-            found += [Variable("test_loss", "mean cross-entropy on the test examples", "1"),
+            found += [Variable("test_loss", f"{self.loss_name} on the test examples", "1"),
                       Variable("test_accuracy", "fraction of test examples classified correctly", "1")]
         return found
 
@@ -161,7 +198,7 @@ class ClassifierMetrics(Recorder):
         values = {"train_accuracy": float((logits.argmax(1) == problem.train_y).double().mean())}
         if self.with_test:
             logits = problem.logits(point.theta, problem.test_x)
-            values["test_loss"] = float(F.cross_entropy(logits, problem.test_y))
+            values["test_loss"] = float(problem.criterion.function(logits, problem.test_y))
             values["test_accuracy"] = float((logits.argmax(1) == problem.test_y).double().mean())
         return values
 

@@ -161,16 +161,34 @@ def subset_indices(n: int, split: str) -> np.ndarray:
     return np.arange(n)
 
 
+def mnist_pixels(split: str, n: int, data_dir: str | os.PathLike | None = None,
+                 classes: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): ``n`` examples of ``split`` whose digit is in ``classes`` (None: all ten), unnormalised.
+
+    The examples of those digits, in file order, are indexed by ``subset_indices`` (the first n
+    where its strided indices run past them; with all ten digits it is exactly ``subset_indices``).
+    x = pixel/255 ∈ [0, 1], float64 of shape (n, 1, 28, 28); y = the position of each example's
+    digit in ``classes`` (the digit itself for None), int64 of shape (n,).
+    """
+    images, labels = load_split(split, data_dir)
+    digits = np.arange(10) if classes is None else np.asarray(classes)
+    pool = np.flatnonzero(np.isin(labels, digits))
+    if not 1 <= n <= len(pool):
+        which = "" if classes is None else f" of digits {','.join(map(str, classes))}"
+        raise ConfigError(f"MNIST {split} set has {len(pool)} examples{which}; asked for {n}")
+    index = subset_indices(n, split)
+    chosen = pool[index if index[-1] < len(pool) else np.arange(n)]
+    position = np.zeros(10, dtype=np.int64)
+    position[digits] = np.arange(len(digits))
+    x = torch.from_numpy(images[chosen].astype(np.float64) / 255.0).unsqueeze(1)
+    return x, torch.from_numpy(position[labels[chosen]])
+
+
 def mnist_tensors(split: str, n: int, data_dir: str | os.PathLike | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): ``n`` examples of ``split`` (see ``subset_indices``).
 
     x = (pixel/255 − 0.1307)/0.3081, float64 of shape (n, 1, 28, 28); y the digits, int64 of shape (n,).
     """
-    images, labels = load_split(split, data_dir)
-    if not 1 <= n <= len(images):
-        raise ConfigError(f"MNIST {split} set has {len(images)} examples; asked for {n}")
-    index = subset_indices(n, split)
-    x = torch.from_numpy(images[index].astype(np.float64) / 255.0)
-    x = ((x - PIXEL_MEAN) / PIXEL_STD).unsqueeze(1)
-    return x, torch.from_numpy(labels[index].astype(np.int64))
+    x, y = mnist_pixels(split, n, data_dir)
+    return (x - PIXEL_MEAN) / PIXEL_STD, y

@@ -1,30 +1,36 @@
 """EC21 Appendix I's convolutional networks on MNIST (the two architectures of the paper's code)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
-from gfbench.classifier import CLASSIFIER_PARAMETERS, RELU_FLOW_TOLERANCES, MNISTClassifier, torch_default_init_
+from gfbench.classifier import (ACTIVATION_PARAM, ACTIVATIONS, CLASSIFIER_PARAMETERS, LOSS_PARAM, RELU_FLOW_TOLERANCES,
+                                MNISTClassifier, torch_default_init_)
 from gfbench.params import Param
 
 
-def _classifier_head(bias: bool) -> list[nn.Module]:
-    """Flatten, then FC 400-120-84-10 with ReLU between."""
-    return [nn.Flatten(), nn.Linear(400, 120, bias=bias), nn.ReLU(), nn.Linear(120, 84, bias=bias), nn.ReLU(),
+def _classifier_head(bias: bool, activation: Callable[[], nn.Module]) -> list[nn.Module]:
+    """Flatten, then FC 400-120-84-10 with ``activation`` between."""
+    return [nn.Flatten(), nn.Linear(400, 120, bias=bias), activation(), nn.Linear(120, 84, bias=bias), activation(),
             nn.Linear(84, 10, bias=bias)]
 
 
-def subsample_cnn() -> nn.Sequential:
-    """EC21's adapted CNN: pad 2, conv 1→6 5×5 stride 2, ReLU, conv 6→16 5×5 stride 2, ReLU, FC; no biases."""
-    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5, stride=2, bias=False), nn.ReLU(),
-                         nn.Conv2d(6, 16, 5, stride=2, bias=False), nn.ReLU(), *_classifier_head(bias=False))
+def subsample_cnn(activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
+    """EC21's adapted CNN: pad 2, conv 1→6 5×5 stride 2, ReLU, conv 6→16 5×5 stride 2, ReLU, FC; no biases
+    (``activation`` in place of every ReLU)."""
+    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5, stride=2, bias=False), activation(),
+                         nn.Conv2d(6, 16, 5, stride=2, bias=False), activation(),
+                         *_classifier_head(bias=False, activation=activation))
 
 
-def lenet5() -> nn.Sequential:
+def lenet5(activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
     """LeNet-5 (EC21's off-the-shelf CNN): pad 2, conv 1→6 5×5, ReLU, max-pool 2, conv 6→16 5×5, ReLU,
-    max-pool 2, FC; with biases."""
-    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), *_classifier_head(bias=True))
+    max-pool 2, FC; with biases (``activation`` in place of every ReLU)."""
+    return nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(1, 6, 5), activation(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), activation(), nn.MaxPool2d(2),
+                         *_classifier_head(bias=True, activation=activation))
 
 
 ARCHITECTURES = {"subsample": subsample_cnn, "lenet5": lenet5}
@@ -41,6 +47,9 @@ class CNN(MNISTClassifier):
     ``init=paper`` (the paper's code): Xavier-uniform on the FC weights, while conv weights and all
     biases keep torch's default U(−1/√fan_in, 1/√fan_in); ``init=xavier``: Xavier-uniform on every
     weight. All drawn from the run's seed.
+
+    ``loss=mse`` replaces cross-entropy by ½‖h_θ(x) − onehot(y)‖² averaged over examples (the
+    edge-of-stability convention); ``activation`` replaces ReLU (default) everywhere.
     """
 
     name = "cnn"
@@ -49,12 +58,14 @@ class CNN(MNISTClassifier):
         Param("arch", str, "subsample", "architecture", choices=tuple(ARCHITECTURES)),
         Param("init", str, "paper", "paper: Xavier on FC weights, torch default elsewhere; xavier: on every weight",
               choices=("paper", "xavier")),
+        LOSS_PARAM,
+        ACTIVATION_PARAM,
         *CLASSIFIER_PARAMETERS,
     )
     flat_inputs = False
 
     def make_module(self) -> nn.Module:
-        return ARCHITECTURES[self.params["arch"]]()
+        return ARCHITECTURES[self.params["arch"]](ACTIVATIONS[self.params["activation"]])
 
     def initialize_(self, module: nn.Module, generator: torch.Generator) -> None:
         torch_default_init_(module, generator)

@@ -41,16 +41,22 @@ class FullyConnected(MNISTClassifier):
     )
     flat_inputs = True
     activation: ClassVar[Callable[[], nn.Module]]
+    #: Outputs of the last layer, one per class.
+    n_classes: ClassVar[int] = 10
+
+    def widths(self) -> list[int]:
+        """Layer widths: 784 inputs, the hidden widths, ``n_classes`` outputs."""
+        return [784, *parse_widths(self.params["hidden"], self.name), self.n_classes]
 
     def estimated_bytes(self) -> int:
-        widths = [784, *parse_widths(self.params["hidden"], self.name), 10]
+        widths = self.widths()
         weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         examples = self.params["n_train"] + self.params["n_test"]
         # θ and its gradient; the inputs; every layer's activations and their gradients in one evaluation
         return FLOAT64 * (2 * weights + examples * 784 + 3 * examples * sum(widths[1:]))
 
     def make_module(self) -> nn.Module:
-        widths = [784, *parse_widths(self.params["hidden"], self.name), 10]
+        widths = self.widths()
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(fan_in, fan_out, bias=self.params["bias"]), self.activation()]

@@ -13,12 +13,13 @@ TINY = {
     "worst_case": {"dim": 3},
     "linear_fc": {"n_train": 20, "hidden": "8,8"},
     "relu_fc": {"n_train": 20, "hidden": "8,8", "bias": True},
+    "mlp": {"n_train": 20, "hidden": "8,8", "classes": "0,1,2"},
     "cnn": {"n_train": 5},
     "cnn_lenet5": {"n_train": 5, "arch": "lenet5"},
     "ntk": {"width": 30, "n": 6, "input_dim": 4},
     "ntk_mnist": {"width": 10, "n": 5, "data": "mnist"},
 }
-MNIST_CASES = {"linear_fc", "relu_fc", "cnn", "cnn_lenet5", "ntk_mnist"}
+MNIST_CASES = {"linear_fc", "relu_fc", "mlp", "cnn", "cnn_lenet5", "ntk_mnist"}
 
 
 def _case(key):

@@ -42,8 +42,8 @@ def test_list_shows_parameters(run_cli):
 
 @pytest.mark.parametrize("args,message", [
     (["--problem", "deep_lineer", "--solver", "gd"], "unknown problem 'deep_lineer'; available: cnn, deep_linear, "
-                                                     "linear_fc, ntk, quadratic, relu_fc, worst_case (did you mean "
-                                                     "'deep_linear'?)"),
+                                                     "linear_fc, mlp, ntk, quadratic, relu_fc, worst_case (did you "
+                                                     "mean 'deep_linear'?)"),
     (["--problem", "quadratic", "--solver", "sgd"], "unknown solver 'sgd'"),
     (["--problem", "quadratic", "--solver", "gd", "--param", "dm=3"], "allowed: dim, lambda_min"),
     (["--problem", "quadratic", "--solver", "gd", "--param", "dim=x"], "'dim' must be an integer, got 'x'"),

@@ -40,7 +40,7 @@ SDCP_CHECK_EVERY = 25
 #: Most projected-gradient iterations before the SDCP solve gives up.
 SDCP_MAX_ITER = 20_000
 #: Relative tolerance of the SDCP's optimality conditions (PSD-ness of X and of A + B[X], ⟨X, A + B[X]⟩).
-SDCP_TOL = 1e-11
+SDCP_TOL = 1e-13
 
 
 class CentralFlowFailure(ArithmeticError):

@@ -41,6 +41,8 @@ SDCP_CHECK_EVERY = 25
 SDCP_MAX_ITER = 20_000
 #: Relative tolerance of the SDCP's optimality conditions (PSD-ness of X and of A + B[X], ⟨X, A + B[X]⟩).
 SDCP_TOL = 1e-13
+#: Most Newton steps polishing a face solution of rank 0 < r < k.
+NEWTON_STEPS = 8
 
 
 class CentralFlowFailure(ArithmeticError):
@@ -82,6 +84,31 @@ def _face_solution(a: torch.Tensor, gram: torch.Tensor, basis: torch.Tensor) -> 
     return x
 
 
+def _newton_polish(a: torch.Tensor, gram: torch.Tensor, x: torch.Tensor, rank: int) -> torch.Tensor | None:
+    """A rank-r face solution made exact, or None if it is not the SDCP's solution.
+
+    The face test of ``_face_solution`` sees a face V off the true range by δ only at O(δ²) in
+    the eigenvalues of S = A + B[X]; the complementarity residual SX is O(δ). So X = LLᵀ, L
+    (k × r), is refined by Newton's method on φ(L) = ½⟨LLᵀ, B[LLᵀ]⟩ + ⟨A, LLᵀ⟩ (gradient 2SL,
+    Hessian D ↦ 2B[DLᵀ + LDᵀ]L + 2SD; pseudo-inverse for the rotations L → LQ) until
+    ‖SX‖ ≤ SDCP_TOL·scale·‖X‖, quadratic near a strictly complementary solution.
+    """
+    k = a.shape[0]
+    values, vectors = torch.linalg.eigh(x)
+    low = vectors[:, k - rank:] * values[k - rank:].clamp_min(0).sqrt()
+    directions = torch.eye(k * rank, dtype=a.dtype, device=a.device).reshape(k * rank, k, rank)
+    for _ in range(NEWTON_STEPS):
+        x = low @ low.T
+        slack = a + _apply(gram, x)
+        scale = max(float(a.abs().max()), float(_apply(gram, x).abs().max()), torch.finfo(a.dtype).tiny)
+        if float((slack @ x).abs().max()) <= SDCP_TOL * scale * max(float(x.abs().max()), 1.0):
+            return x if float(torch.linalg.eigvalsh(slack).min()) >= -SDCP_TOL * scale * k else None
+        hessian = torch.stack([(2 * _apply(gram, d @ low.T + low @ d.T) @ low + 2 * slack @ d).reshape(-1)
+                               for d in directions])
+        low = low - (torch.linalg.pinv(hessian, hermitian=True) @ (2 * slack @ low).reshape(-1)).reshape(k, rank)
+    return None
+
+
 def solve_sdcp(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """X ⪰ 0 with A + B[X] ⪰ 0 and ⟨X, A + B[X]⟩ = 0: the minimiser of ½⟨X, B[X]⟩ + ⟨A, X⟩ over X ⪰ 0.
 
@@ -90,7 +117,8 @@ def solve_sdcp(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     the solution's range V is guessed from the eigenvectors of an iterate (first the PSD
     projection of the unconstrained solution), every rank r = 0..k tried, and the QP solved
     exactly on that face (``_face_solution``); between guesses, accelerated projected gradient
-    (FISTA with restart, step 1/‖B‖, projection by eigendecomposition) refines the iterate. k = 1:
+    (FISTA with restart, step 1/‖B‖, projection by eigendecomposition) refines the iterate; a face of rank 0 < r < k is polished by
+    Newton's method on X = LLᵀ (``_newton_polish``). k = 1:
     the closed form max(0, −a/gram). Raises CentralFlowFailure after SDCP_MAX_ITER iterations.
     """
     k = a.shape[0]
@@ -103,6 +131,8 @@ def solve_sdcp(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
         vectors = torch.linalg.eigh(x)[1].flip(1)  # descending eigenvalues: the first r span the guessed range
         for rank in range(k + 1):
             solution = _face_solution(a, gram, vectors[:, :rank])
+            if solution is not None and 0 < rank < k:
+                solution = _newton_polish(a, gram, solution, rank)
             if solution is not None:
                 return solution
         for _ in range(SDCP_CHECK_EVERY):

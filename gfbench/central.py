@@ -185,6 +185,7 @@ class CentralField:
         self.n_third_order = 0
         self.most_critical = 0
         self._vectors: torch.Tensor | None = None
+        self._n_critical = 0
 
     def _top_eigenpairs(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(critical eigenvalues descending, their eigenvectors (d, k), λmax)."""
@@ -192,7 +193,7 @@ class CentralField:
         if self.eigensolver == "dense":
             result = dense_eigenpairs(dense_hessian(problem, theta, field=self.field), k=d, which="largest")
         else:
-            wanted = min(d, (0 if self._vectors is None else self._vectors.shape[1]) + 1)
+            wanted = min(d, self._n_critical + 1, self.max_critical + 1)
             while True:
                 operator = HessianOperator(problem, theta)
                 result = lanczos(operator, k=wanted, which="largest", tol=self.eig_tol, seed=self.seed,
@@ -207,7 +208,8 @@ class CentralField:
                 wanted += 1
         values, vectors = result.eigenvalues.flip(0), result.eigenvectors.flip(1)
         critical = values >= self.threshold
-        if int(critical.sum()) > self.max_critical:
+        self._n_critical = int(critical.sum())
+        if self._n_critical > self.max_critical:
             raise CentralFlowFailure(f"more than max_critical={self.max_critical} Hessian eigenvalues at the edge "
                                      f"(>= {self.threshold:.6g})")
         return values[critical], vectors[:, critical], float(values[0])

@@ -50,9 +50,9 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
         CurvatureRecorder(problem.dim, spec.lr, every=spec.curvature_every, k=spec.curvature_k,
                           tol=spec.curvature_tol, final_index=len(record_steps) - 1),
         *problem.curvature_recorders()]
-    recording = Recording([TrajectoryRecorder(problem.dim, spec.save_params), *problem.recorders(), *curvature,
-                           *recorders], len(record_steps))
     integration = solver.start(field, theta0, spec.lr)
+    recording = Recording([TrajectoryRecorder(problem.dim, spec.save_params), *problem.recorders(), *curvature,
+                           *recorders, *integration.recorders()], len(record_steps))
     status, message, interrupt = "completed", "", None
     with torch.no_grad(), tqdm(total=spec.steps, disable=not progress, delay=2.0, unit="step",
                                desc=f"{problem.name}/{solver.name}", leave=False) as bar:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
 from .field import GradientField
 from .params import Configurable
+from .recording import Recorder
 
 
 class SolverFailure(RuntimeError):
@@ -26,7 +27,9 @@ class Integration(ABC):
     """One trajectory in progress, owned by the run loop.
 
     ``theta`` is the current point, at t = ``step`` · lr. ``advance_to(step)`` moves it forward to
-    a later grid step; ``stats()`` gives solver-specific counters for the dataset attrs.
+    a later grid step; ``stats()`` gives solver-specific counters for the dataset attrs;
+    ``recorders()`` the solver's own per-record-point variables (e.g. the central flow's
+    predicted oscillation), recorded after the run's other recorders at each record point.
     """
 
     def __init__(self, field: GradientField, theta0: torch.Tensor, lr: float) -> None:
@@ -41,6 +44,9 @@ class Integration(ABC):
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+    def recorders(self) -> Sequence[Recorder]:
+        return ()
 
 
 class Solver(Configurable):

@@ -1,5 +1,6 @@
 """Built-in solvers, by registry name. Third-party solvers register through the
 ``gfbench.solvers`` entry-point group."""
+from .central import Central
 from .filippov import Filippov
 from .gd import GD
 from .gf import GF
@@ -7,6 +8,6 @@ from .igr import IGR
 from .principal import Principal
 from .second_order import SecondOrder
 
-SOLVERS = {cls.name: cls for cls in (GD, GF, Filippov, IGR, SecondOrder, Principal)}
+SOLVERS = {cls.name: cls for cls in (GD, GF, Filippov, IGR, SecondOrder, Principal, Central)}
 
-__all__ = ["SOLVERS", "GD", "GF", "Filippov", "IGR", "SecondOrder", "Principal"]
+__all__ = ["SOLVERS", "GD", "GF", "Filippov", "IGR", "SecondOrder", "Principal", "Central"]

@@ -2,11 +2,11 @@
 Lanczos (or densely for small d), and the recorder that puts them into a run's dataset."""
 from .eigen import DEFAULT_TOL, EigenResult, dense_eigenpairs, lanczos
 from .hessian import (DEFAULT_HVP, DENSE_MAX_DIM, HVP_METHODS, HessianOperator, MatrixOperator, dense_hessian,
-                      gradient_and_hessian_gradient, hessian_vector_product)
+                      gradient_and_hessian_gradient, hessian_vector_product, third_derivative_contractions)
 from ..timeaxis import cumulative_integral
 from .recorder import CurvatureRecorder, check_curvature_options
 
 __all__ = ["HessianOperator", "MatrixOperator", "dense_hessian", "hessian_vector_product",
-           "gradient_and_hessian_gradient", "lanczos", "dense_eigenpairs", "EigenResult",
-           "CurvatureRecorder", "check_curvature_options", "cumulative_integral", "HVP_METHODS", "DEFAULT_HVP",
-           "DEFAULT_TOL", "DENSE_MAX_DIM"]
+           "gradient_and_hessian_gradient", "third_derivative_contractions", "lanczos", "dense_eigenpairs",
+           "EigenResult", "CurvatureRecorder", "check_curvature_options", "cumulative_integral", "HVP_METHODS",
+           "DEFAULT_HVP", "DEFAULT_TOL", "DENSE_MAX_DIM"]

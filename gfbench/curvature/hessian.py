@@ -134,3 +134,34 @@ def dense_hessian(problem, theta: torch.Tensor, *, max_dim: int = DENSE_MAX_DIM,
     if field is not None:
         field.n_hvp += d
     return (0.5 * (rows + rows.T)).detach()
+
+
+def third_derivative_contractions(field: GradientField, theta: torch.Tensor, vectors: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇f(θ), G) with G[i, j] = ∇_θ(u_iᵀ ∇²f(θ) u_j) for the columns u_i of ``vectors`` (d, k), u held fixed.
+
+    G[i, j] = ∇³f(θ)[u_i, u_j, ·], symmetric in (i, j), shape (k, k, d): the gradient of the
+    curvature u_iᵀHu_j along the trajectory (for i = j and u an eigenvector, ∇λ_i). Computed
+    from one gradient graph: k Hessian-vector products H u_j kept differentiable (double
+    backward with ``create_graph``), then per j one batched backward of ⟨u_i, H u_j⟩ over i.
+    Counts one gradient in ``field.n_evals`` and k products in ``field.n_hvp``; the k third-order
+    backward passes are the caller's to count. f affine or quadratic: G = 0.
+    """
+    d, k = vectors.shape
+    with torch.enable_grad():
+        leaf = theta.detach().requires_grad_(True)
+        loss = field.problem.loss(leaf)
+        (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        contractions = torch.zeros(k, k, d, dtype=theta.dtype, device=theta.device)
+        for j in range(k):
+            if not grad.requires_grad:  # f affine: no second-order graph
+                break
+            (product,) = torch.autograd.grad(grad, leaf, grad_outputs=vectors[:, j], create_graph=True,
+                                             materialize_grads=True)
+            if product.requires_grad:  # else H does not depend on θ (f quadratic): G = 0
+                (rows,) = torch.autograd.grad(product, leaf, grad_outputs=vectors.T.contiguous(), retain_graph=True,
+                                              is_grads_batched=True, allow_unused=True, materialize_grads=True)
+                contractions[:, j] = rows
+    field.n_hvp += k
+    field.remember(theta, loss.detach(), grad.detach())
+    return grad.detach(), 0.5 * (contractions + contractions.transpose(0, 1)).detach()

@@ -1,7 +1,6 @@
 """mlp (and cnn's loss and activation) against plain torch modules, hand-computed losses and raw MNIST files."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -12,6 +12,9 @@ from .dataset import dataset_attrs, load
 from .params import ConfigError
 from .timeaxis import match_times
 
+#: The variable a flow run with the option ``error_estimate`` records (gfbench.ode.FlowErrorRecorder).
+ERROR_ESTIMATE = "flow_error_estimate"
+
 
 def run_label(ds: xr.Dataset) -> str:
     """``solver lr=η``, with the integration method for continuous solvers, e.g. ``gf[dopri5] lr=0.01``."""
@@ -47,6 +50,10 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
     - ``relative_distance``: distance / ‖θ_ref(t) − θ0‖ (NaN at t = 0),
     - ``loss_difference``: f(θ_run(t)) − f(θ_ref(t)),
     - ``ref_distance_from_init``: ‖θ_ref(t) − θ0‖ (time),
+    - ``flow_error_estimate`` (run, time) and ``ref_flow_error_estimate`` (time): the runs' and the
+      reference's own estimates of their flow's global error (units of θ), where they were run with
+      the flow option ``error_estimate`` (NaN for a run without it); by the triangle inequality
+      the distance is resolved to within their sum,
 
     with coords ``run`` (labels), ``solver`` and ``lr`` per run.
     """
@@ -66,7 +73,7 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
         raise ConfigError(f"cannot compare against {ref_label}: it has no theta; run it with --save-params")
 
     ref_times = reference.time.values
-    rows, shared = [], np.zeros(len(ref_times), bool)
+    rows, estimates, shared = [], [], np.zeros(len(ref_times), bool)
     for ds, label in zip(loaded, labels):
         _check_same_start(reference, ds, label)
         i_ref, i_run = match_times(ref_times, ds.time.values)
@@ -77,6 +84,10 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
         distance[i_ref] = np.linalg.norm(ds.theta.values[i_run] - reference.theta.values[i_ref], axis=1)
         loss_difference[i_ref] = ds.loss.values[i_run] - reference.loss.values[i_ref]
         rows.append((distance, loss_difference))
+        estimate = np.full(len(ref_times), np.nan)
+        if ERROR_ESTIMATE in ds:
+            estimate[i_ref] = ds[ERROR_ESTIMATE].values[i_run]
+        estimates.append(estimate)
         shared[i_ref] = True
 
     ref_travel = np.linalg.norm(reference.theta.values - reference.theta.values[0], axis=1)
@@ -109,18 +120,41 @@ def compare(datasets: Sequence[xr.Dataset | str | os.PathLike], ref: xr.Dataset 
                             problem=reference.attrs["problem"], problem_params=reference.attrs["problem_params"],
                             seed=int(reference.attrs["seed"])),
     )
+    if any(ERROR_ESTIMATE in ds for ds in loaded):
+        result[ERROR_ESTIMATE] = (("run", "time"), np.array(estimates)[:, keep],
+                                  {"long_name": "the run's estimated flow error ||theta(t) - theta_tight(t)||", **unit})
+    if ERROR_ESTIMATE in reference:
+        result[f"ref_{ERROR_ESTIMATE}"] = ("time", reference[ERROR_ESTIMATE].values[keep],
+                                           {"long_name": "the reference's estimated flow error "
+                                                         "||theta_ref(t) - theta_ref,tight(t)||", **unit})
     return result
 
 
 def summary_table(comparison: xr.Dataset) -> str:
-    """One line per run: final shared time, distance, relative distance (final and max), loss difference."""
+    """One line per run: final shared time, distance, relative distance (final and max), loss difference.
+
+    Where the runs or the reference carry error estimates, a last column "flow err est." gives, at
+    that time, the run's estimate plus the reference's (those present; "-" if neither is): the
+    distance is resolved when it is much larger. A run without an estimate adds nothing to it,
+    which is exact for GD (no integration error) and an omission for a flow run without the option.
+    """
+    run_estimates = comparison.get(ERROR_ESTIMATE)
+    ref_estimate = comparison.get(f"ref_{ERROR_ESTIMATE}")
+    with_estimates = run_estimates is not None or ref_estimate is not None
     header = f"{'run':<40} {'t':>10} {'distance':>12} {'rel.dist':>10} {'max rel.':>10} {'loss diff':>12}"
-    lines = [f"reference: {comparison.attrs['reference']}", header]
+    lines = [f"reference: {comparison.attrs['reference']}",
+             header + (f" {'flow err est.':>13}" if with_estimates else "")]
     for run in comparison.run.values:
         row = comparison.sel(run=run)
         valid = np.flatnonzero(np.isfinite(row.distance.values))
         last = valid[-1]
-        lines.append(f"{str(run)[-40:]:<40} {float(row.time[last]):>10.4g} {float(row.distance[last]):>12.4e} "
-                     f"{float(row.relative_distance[last]):>10.3e} {float(np.nanmax(row.relative_distance)):>10.3e} "
-                     f"{float(row.loss_difference[last]):>12.4e}")
+        line = (f"{str(run)[-40:]:<40} {float(row.time[last]):>10.4g} {float(row.distance[last]):>12.4e} "
+                f"{float(row.relative_distance[last]):>10.3e} {float(np.nanmax(row.relative_distance)):>10.3e} "
+                f"{float(row.loss_difference[last]):>12.4e}")
+        if with_estimates:
+            terms = [float(values[last]) for values in (None if run_estimates is None else run_estimates.sel(run=run),
+                                                        ref_estimate) if values is not None]
+            terms = [term for term in terms if np.isfinite(term)]
+            line += f" {sum(terms):>13.3e}" if terms else f" {'-':>13}"
+        lines.append(line)
     return "\n".join(lines)

@@ -81,9 +81,7 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     check_figure_settings(settings, FIGURE_SETTINGS)
     scale = SCALE.check(scale)
     nets = DEFAULT_NETS[scale] if nets is None else nets
-    steps = SCALES[scale] if steps is None else ITERATIONS.check(steps)
-    if steps % CHECKPOINTS:
-        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    steps = SCALES[scale] if steps is None else check_checkpoint_steps(steps)
     ratios = [RATIO.check(r) for r in ratios]
     known = available_problems()
     for net in nets:
@@ -134,6 +132,14 @@ def _cost_line(problem, gradients: int, settings: dict[str, Any]) -> str:
     each = (time.perf_counter() - started) / COST_PROBES
     return (f"{problem.name}: {gradients:,} GD gradients, about {gradients * each / 60:.1f} min at "
             f"{1e3 * each:.2f} ms each (measured), plus GF")
+
+
+def check_checkpoint_steps(steps: Any) -> int:
+    """``steps`` if it is a positive multiple of CHECKPOINTS (the checkpoint grid), else ConfigError."""
+    steps = ITERATIONS.check(steps)
+    if steps % CHECKPOINTS:
+        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    return steps
 
 
 def check_figure_settings(settings: dict[str, Any], allowed: Sequence[str]) -> None:

@@ -20,20 +20,27 @@ import xarray as xr
 
 from .compare import compare
 from .dataset import prepare_folder, save
-from .params import AT_LEAST_ONE, POSITIVE, ConfigError
+from .params import POSITIVE, ConfigError
 from .plot import _pyplot, save_figure
 from .registry import get_problem, get_solver
-from .reproduce import CHECKPOINTS, check_figure_settings, run_plan
+from .reproduce import CHECKPOINTS, check_checkpoint_steps, check_figure_settings, run_plan
 from .spec import RunSpec, Setting
 
-#: Problem and GD runs per scale. small: MNIST digits 0-3 average-pooled to 7 × 7 pixels, so a
-#: CPU runs every model in minutes; full: the README's 784-input preset (central flow: hours).
-#: The first step size is the flows'; ``steps`` are its GD steps.
+@dataclass(frozen=True)
+class EosPreset:
+    """A scale of the reproduction: ``mlp`` parameters, GD step sizes (the first the flows') and GD steps at it."""
+
+    params: dict[str, Any]
+    lrs: tuple[float, ...]
+    steps: int
+
+
+#: small: MNIST digits 0-3 average-pooled to 7 × 7 pixels, so a CPU runs every model in minutes;
+#: full: the README's 784-input preset (the central flow there: hours of CPU).
 SCALES = {
-    "small": {"params": {"classes": "0,1,2,3", "n_train": 200, "hidden": "32,32", "normalize": "none", "pool": 4},
-              "lrs": (0.2, 0.25), "steps": 1200},
-    "full": {"params": {"classes": "0,1,2,3", "n_train": 500, "hidden": "100,100"}, "lrs": (0.05, 0.04),
-             "steps": 2000},
+    "small": EosPreset({"classes": "0,1,2,3", "n_train": 200, "hidden": "32,32", "normalize": "none", "pool": 4},
+                       (0.2, 0.25), 1200),
+    "full": EosPreset({"classes": "0,1,2,3", "n_train": 500, "hidden": "100,100"}, (0.05, 0.04), 2000),
 }
 FLOWS = ("gf", "igr", "second_order", "central", "principal")
 #: The central flow's options: see the README's measured convergence in substeps and eig_tol.
@@ -47,8 +54,6 @@ EOS_SETTINGS = ("seed", "device", "dtype", "curvature_k", "curvature_tol")
 SCALE = Setting("scale", str, "small", "problem and step sizes: small (7x7 inputs) or full (784)",
                 choices=tuple(SCALES), requirement="be " + " or ".join(SCALES))
 LR = Setting("lrs", float, None, "GD step sizes, the first the flows'", bounds=POSITIVE)
-ITERATIONS = Setting("steps", int, None, f"GD steps at the first step size, a multiple of {CHECKPOINTS}",
-                     bounds=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -75,19 +80,17 @@ def reproduce_eos(out: str | os.PathLike, *, scale: str = "small", lrs: Sequence
     """
     check_figure_settings(settings, EOS_SETTINGS)
     preset = SCALES[SCALE.check(scale)]
-    lrs = preset["lrs"] if lrs is None else [LR.check(lr) for lr in lrs]
+    lrs = preset.lrs if lrs is None else [LR.check(lr) for lr in lrs]
     if not lrs or len(set(lrs)) != len(lrs):
         raise ConfigError(f"lrs must be distinct step sizes, at least one, got {list(lrs)}")
-    steps = preset["steps"] if steps is None else ITERATIONS.check(steps)
-    if steps % CHECKPOINTS:
-        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    steps = preset.steps if steps is None else check_checkpoint_steps(steps)
     horizon, every = steps * lrs[0], steps // CHECKPOINTS
     gd_steps = {lr: round(horizon / lr) for lr in lrs}
     for lr, count in gd_steps.items():
         if abs(count * lr - horizon) > 1e-9 * horizon:
             raise ConfigError(f"lr {lr:g} does not divide the horizon T = {steps} * {lrs[0]:g} = {horizon:g} "
                               f"into whole steps")
-    problem = get_problem("mlp", **{**preset["params"], **(params or {})})
+    problem = get_problem("mlp", **{**preset.params, **(params or {})})
     flows = [name for name in FLOWS if name != "principal" or problem.dim <= get_solver(name).options["max_dim"]]
     specs = {lr: RunSpec.resolve(problem, "gd", lr=lr, steps=count, record_every=1, save_params=True,
                                  curvature_every=max(1, count // CHECKPOINTS), **settings)
@@ -110,12 +113,12 @@ def reproduce_eos(out: str | os.PathLike, *, scale: str = "small", lrs: Sequence
     return EosResult(gd, flow_runs, comparison, figure_path, summary)
 
 
-def edge_entry(gd: xr.Dataset) -> tuple[float | None, float]:
-    """(first t with η·λmax ≥ ENTRY, or None; the fraction of the later sharpness points with η·λmax in BAND)."""
+def edge_entry(gd: xr.Dataset) -> tuple[float | None, float | None]:
+    """(first t with η·λmax ≥ ENTRY, the fraction of the later sharpness points with η·λmax in BAND), or (None, None)."""
     scaled = gd.sharpness_times_lr.dropna("time")
     above = np.flatnonzero(scaled.values >= ENTRY)
     if not len(above):
-        return None, float("nan")
+        return None, None
     after = scaled.values[above[0]:]
     return float(scaled.time[above[0]]), float(np.mean((after >= BAND[0]) & (after <= BAND[1])))
 
@@ -149,7 +152,8 @@ def summary_text(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comp
              f"{'GD lr':>8} {'2/lr':>8} {'t at lr*S>=' + str(ENTRY):>14} {'in band after':>14} {'max lr*S':>9}"]
     for lr, ds in gd.items():
         entry, fraction = edge_entry(ds)
-        lines.append(f"{lr:>8g} {2 / lr:>8.4g} {'never' if entry is None else f'{entry:g}':>14} {fraction:>14.1%} "
+        lines.append(f"{lr:>8g} {2 / lr:>8.4g} {'never' if entry is None else f'{entry:g}':>14} "
+                     f"{'-' if entry is None else f'{fraction:.1%}':>14} "
                      f"{float(ds.sharpness_times_lr.max()):>9.3f}")
     grads, _, wall = _cost(reference)
     gf_final = float(comparison.distance.sel(run="gf")[-1]) if "gf" in flows else float("nan")
@@ -172,7 +176,8 @@ def summary_text(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comp
 
 
 def eos_figure(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comparison: xr.Dataset):
-    """Cohen et al.'s panels against t = kη: sharpness with the 2/η lines; GD's loss (per step and
+    """Cohen et al.'s panels against t = kη: sharpness with the 2/η lines (up to 3/η, above which a
+    catapult's spike would flatten the rest); GD's loss (per step and
     windowed) with the central flow's predicted time-averaged loss; each flow's distance to GD with η_1."""
     plt = _pyplot()
     figure, (sharp, loss, gap) = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
@@ -196,7 +201,8 @@ def eos_figure(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], compar
         central = flows["central"]
         loss.plot(central.time, central.central_predicted_loss, color="C3", linestyle="--",
                   label="central: predicted time-averaged loss")
-    sharp.set(title="sharpness (dotted: 2/lr)", ylabel="lambda_max of the Hessian")
+    sharp.set(title="sharpness (dotted: 2/lr; axis cut at 3/lr)", ylabel="lambda_max of the Hessian",
+              ylim=(0, 3 / min(gd)))
     loss.set(title="training loss", yscale="log", ylabel="loss")
     gap.set(title=f"distance to gd lr={lr0:g}", ylabel="||theta_gd(t) - theta_flow(t)||")
     for ax in (sharp, loss, gap):

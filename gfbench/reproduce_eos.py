@@ -26,6 +26,7 @@ from .registry import get_problem, get_solver
 from .reproduce import CHECKPOINTS, check_checkpoint_steps, check_figure_settings, run_plan
 from .spec import RunSpec, Setting
 
+
 @dataclass(frozen=True)
 class EosPreset:
     """A scale of the reproduction: ``mlp`` parameters, GD step sizes (the first the flows') and GD steps at it."""
@@ -114,7 +115,7 @@ def reproduce_eos(out: str | os.PathLike, *, scale: str = "small", lrs: Sequence
 
 
 def edge_entry(gd: xr.Dataset) -> tuple[float | None, float | None]:
-    """(first t with η·λmax ≥ ENTRY, the fraction of the later sharpness points with η·λmax in BAND), or (None, None)."""
+    """(first t with η·λmax ≥ ENTRY, share of the later sharpness points in BAND), or (None, None)."""
     scaled = gd.sharpness_times_lr.dropna("time")
     above = np.flatnonzero(scaled.values >= ENTRY)
     if not len(above):
@@ -124,14 +125,15 @@ def edge_entry(gd: xr.Dataset) -> tuple[float | None, float | None]:
 
 
 def window_average(loss: np.ndarray, window: int = LOSS_WINDOW) -> np.ndarray:
-    """Centred moving average of GD's per-step loss over ``window`` steps (NaN where the window runs off)."""
+    """Centred moving average of GD's per-step loss: at step k the mean of loss[k − w//2 : k − w//2 + w]
+    (w = ``window``), NaN where that window runs off the recorded steps."""
     averaged = np.full(len(loss), np.nan)
     averaged[window // 2: len(loss) - (window - 1) // 2] = np.convolve(loss, np.ones(window) / window, "valid")
     return averaged
 
 
 def predicted_loss_error(gd: xr.Dataset, central: xr.Dataset, since: float) -> xr.DataArray:
-    """(central_predicted_loss − GD's windowed loss) / GD's windowed loss at the central run's points t ≥ ``since``."""
+    """(central_predicted_loss − GD's windowed loss) / GD's windowed loss at the central points t ≥ ``since``."""
     averaged = xr.DataArray(window_average(gd.loss.values), coords={"time": gd.time.values})
     at = averaged.sel(time=central.time.values, method="nearest")
     error = (central.central_predicted_loss.values - at.values) / at.values
@@ -156,18 +158,18 @@ def summary_text(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comp
                      f"{'-' if entry is None else f'{fraction:.1%}':>14} "
                      f"{float(ds.sharpness_times_lr.max()):>9.3f}")
     grads, _, wall = _cost(reference)
-    gf_final = float(comparison.distance.sel(run="gf")[-1]) if "gf" in flows else float("nan")
+    gf_final = float(comparison.distance.sel(run="gf")[-1])
     lines.append(f"{'flow':<13} {'status':<14} {'to t':>7} {'final dist':>11} {'/ gf':>7} {'max dist':>10} "
                  f"{'grads/GD':>9} {'HVPs/step':>10} {'wall/GD':>9}")
     for name, ds in flows.items():
         distance = comparison.distance.sel(run=name).dropna("time")
         flow_grads, hvps, flow_wall = _cost(ds)
-        lines.append(f"{name:<13} {ds.attrs['status']:<14} {float(distance.time[-1]):>7.4g} {float(distance[-1]):>11.4e} "
-                     f"{float(distance[-1]) / gf_final:>7.3f} {float(distance.max()):>10.4e} "
-                     f"{flow_grads / grads:>9.2f} {hvps / int(reference.attrs['steps']):>10.1f} "
-                     f"{flow_wall / wall:>9.1f}")
+        lines.append(f"{name:<13} {ds.attrs['status']:<14} {float(distance.time[-1]):>7.4g} "
+                     f"{float(distance[-1]):>11.4e} {float(distance[-1]) / gf_final:>7.3f} "
+                     f"{float(distance.max()):>10.4e} {flow_grads / grads:>9.2f} "
+                     f"{hvps / int(reference.attrs['steps']):>10.1f} {flow_wall / wall:>9.1f}")
     entry = edge_entry(reference)[0]
-    if "central" in flows and entry is not None:
+    if entry is not None:
         error = predicted_loss_error(reference, flows["central"], entry)
         lines.append(f"central_predicted_loss vs GD's loss averaged over {LOSS_WINDOW} steps, t >= {entry:g}: "
                      f"mean |relative error| {float(abs(error).mean()):.3%}, max {float(abs(error).max()):.3%} "
@@ -176,9 +178,9 @@ def summary_text(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comp
 
 
 def eos_figure(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], comparison: xr.Dataset):
-    """Cohen et al.'s panels against t = kη: sharpness with the 2/η lines (up to 3/η, above which a
-    catapult's spike would flatten the rest); GD's loss (per step and
-    windowed) with the central flow's predicted time-averaged loss; each flow's distance to GD with η_1."""
+    """Cohen et al.'s panels against t = kη: sharpness with the 2/η lines (axis up to 3/η, above which a
+    catapult's spike would flatten the rest); GD's loss (per step and windowed) with the central
+    flow's predicted time-averaged loss; each flow's distance to GD with η_1."""
     plt = _pyplot()
     figure, (sharp, loss, gap) = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
     for index, (lr, ds) in enumerate(gd.items()):
@@ -188,8 +190,9 @@ def eos_figure(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], compar
         sharp.axhline(2 / lr, color=color, linestyle=":", linewidth=1)
     reference = next(iter(gd.values()))
     lr0 = float(reference.attrs["lr"])
-    for index, (name, ds) in enumerate(flows.items()):
-        color = f"C{len(gd) + index}"
+    colors = {name: f"C{len(gd) + index}" for index, name in enumerate(flows)}
+    for name, ds in flows.items():
+        color = colors[name]
         sharpness = ds.central_sharpness if name == "central" else ds.get("hessian_max_eig")
         if sharpness is not None:
             sharp.plot(ds.time, sharpness, color=color, linestyle="--", label=name)
@@ -197,10 +200,8 @@ def eos_figure(gd: dict[float, xr.Dataset], flows: dict[str, xr.Dataset], compar
     loss.plot(reference.time, reference.loss, color="C0", linewidth=0.5, alpha=0.6, label=f"gd lr={lr0:g}")
     loss.plot(reference.time, window_average(reference.loss.values), color="black",
               label=f"gd, mean over {LOSS_WINDOW} steps")
-    if "central" in flows:
-        central = flows["central"]
-        loss.plot(central.time, central.central_predicted_loss, color="C3", linestyle="--",
-                  label="central: predicted time-averaged loss")
+    loss.plot(flows["central"].time, flows["central"].central_predicted_loss, color=colors["central"],
+              linestyle="--", label="central: predicted time-averaged loss")
     sharp.set(title="sharpness (dotted: 2/lr; axis up to 3/min lr)", ylabel="lambda_max of the Hessian",
               ylim=(0, 3 / min(gd)))
     loss.set(title="training loss", yscale="log", ylabel="loss")

@@ -1,10 +1,11 @@
 """gfbench reproduce eos end to end at tiny size: files, distances and summary against numpy on the datasets."""
 import numpy as np
 import pytest
+import xarray as xr
 
 import gfbench
 from gfbench.cli import main
-from gfbench.reproduce_eos import BAND, ENTRY, LOSS_WINDOW, window_average
+from gfbench.reproduce_eos import BAND, ENTRY, LOSS_WINDOW, edge_entry, window_average
 from zoo_support import requires_mnist
 
 pytestmark = requires_mnist
@@ -18,6 +19,13 @@ def test_window_average_is_the_centred_mean():
     for k in range(50):
         expected = np.mean(loss[k - 2:k + 2]) if 2 <= k <= 48 else np.nan
         np.testing.assert_allclose(averaged[k], expected, rtol=1e-14)
+
+
+def test_edge_entry_counts_the_band_from_the_first_point_at_the_edge():
+    scaled = [0.5, np.nan, 1.89, 1.9, 2.4, np.nan, 2.3, 1.79, 1.8, 2.0]
+    ds = xr.Dataset({"sharpness_times_lr": ("time", scaled)}, coords={"time": np.arange(10.0)})
+    assert edge_entry(ds) == (3.0, 4 / 6)  # 1.9, 2.3, 1.8, 2.0 in [1.8, 2.3]; 2.4 and 1.79 out
+    assert edge_entry(ds.isel(time=slice(0, 3))) == (None, None)
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,41 @@ def test_lanczos_one_end(which, expected):
     assert torch.allclose(result.eigenvalues, values[expected], rtol=1e-8, atol=0)
 
 
+def _spectrum_matrix(values: torch.Tensor, seed: int) -> torch.Tensor:
+    """Q diag(values) Qᵀ with Q a random orthogonal matrix."""
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    return (q * values) @ q.T
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("spectrum", ["low_rank", "indefinite"])
+def test_lanczos_matches_eigvalsh_on_low_rank_and_indefinite_matrices_cold_and_warm(spectrum, k):
+    """Rank 12 of n = 400 (the Krylov space turns invariant: deflated directions restart it) and an
+    indefinite spectrum crowded at λmin (hundreds of products, where one Gram–Schmidt pass per
+    product loses orthogonality); then a nearby matrix, warm-started from the first solve."""
+    generator = torch.Generator().manual_seed(7)
+    n = 400
+    if spectrum == "low_rank":
+        values = torch.zeros(n, dtype=torch.float64)
+        values[:12] = torch.linspace(-0.128, 3.0, 12, dtype=torch.float64)
+    else:
+        values = torch.logspace(-1.7, 0, n, dtype=torch.float64) - 0.1
+    matrix = _spectrum_matrix(values, 3)
+    perturbation = 1e-3 * _spectrum_matrix(torch.randn(n, generator=generator, dtype=torch.float64), 4)
+    tol, start = 1e-9, None
+    for current in (matrix, matrix + perturbation):
+        exact = torch.linalg.eigvalsh(current)
+        result = lanczos(MatrixOperator(current), k=k, tol=tol, seed=2, v0=start)
+        start = result.eigenvectors
+        assert result.converged and result.iterations < n
+        norm = float(exact.abs().max())
+        assert torch.allclose(result.eigenvalues, torch.cat([exact[:k], exact[-k:]]), rtol=0, atol=tol * norm)
+        assert torch.allclose(start.T @ start, torch.eye(2 * k, dtype=torch.float64), rtol=0, atol=1e-10)
+        true_residuals = torch.linalg.vector_norm(current @ start - start * result.eigenvalues, dim=0)
+        assert float(true_residuals.max()) <= 2 * tol * norm
+
+
 def test_lanczos_warm_start_needs_fewer_products():
     problem = TanhRegression()
     theta = problem.init(0)

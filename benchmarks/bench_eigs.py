@@ -1,0 +1,108 @@
+"""Eigensolves along GD trajectories: our warm-started Lanczos (λmin and λmax from one Krylov space)
+against scipy's ``eigsh`` (ARPACK, ``which="LA"`` then ``which="SA"``) on the same HVP operator.
+
+Both stop at the residual tolerance 1e-6 (ours: ‖Hy − λy‖ ≤ tol·‖H‖ at both ends; ARPACK's
+tol·|λ|, as strict at λmax and stricter at λmin — a matched tol·‖H‖/|λmin| for SA changes
+eigsh's products by ≤ 2 % on relu_fc). Every value is checked against the other solver, and
+against dense ``eigvalsh`` where d ≤ DENSE_MAX_DIM, before any ratio is reported.
+"""
+import time
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+from gfbench.curvature import DENSE_MAX_DIM, HessianOperator, dense_hessian, lanczos
+from gfbench.field import GradientField
+
+from .common import make_problem
+
+TOL = 1e-6
+POINTS = 6
+
+
+def eigsh_min_max(operator, tol=TOL):
+    """(λmin, λmax) of ``operator`` by two ARPACK runs on it, LA then SA."""
+    scipy_operator = LinearOperator((operator.size, operator.size), dtype=np.float64,
+                                    matvec=lambda x: operator.matvec(torch.from_numpy(
+                                        np.ascontiguousarray(x.reshape(-1)))).numpy())
+    largest = eigsh(scipy_operator, k=1, which="LA", tol=tol, return_eigenvectors=False)[0]
+    smallest = eigsh(scipy_operator, k=1, which="SA", tol=tol, return_eigenvectors=False)[0]
+    return float(smallest), float(largest)
+
+
+def gd_trajectory(problem, gap, points=POINTS):
+    """``points`` GD iterates at the problem's default step η, ``gap`` apart in t = kη, from θ0 (seed 0)."""
+    field, theta = GradientField(problem), problem.init(0)
+    steps = max(1, round(gap / problem.default_lr))
+    trajectory = []
+    for _ in range(points):
+        trajectory.append(theta)
+        for _ in range(steps):
+            theta = theta - problem.default_lr * field.gradient(theta)
+    return trajectory
+
+
+def _agree(values, reference, scale, what):
+    """Both ends within 2·TOL·‖H‖ (each solver's Weyl bound) of the reference; else the benchmark fails."""
+    error = max(abs(a - b) for a, b in zip(values, reference))
+    if error > 2 * TOL * scale:
+        raise AssertionError(f"{what}: (λmin, λmax) {values} vs {reference}, error {error:.2e} > 2·tol·‖H‖")
+
+
+class LanczosVsEigsh:
+    """Time and HVPs of our Lanczos along POINTS GD iterates ``gap`` apart / eigsh LA + SA at each (< 1: faster).
+
+    Ours warm-starts every solve from the previous point's Ritz vectors (``cold``: from a random
+    vector). Each solve is timed ``rounds`` times, ours and eigsh alternating, and the fastest
+    kept, so that load from elsewhere falls on both alike; the gradient graph the operator builds
+    is outside the timing (both solvers use it alike).
+    """
+
+    params = (["deep_linear", "relu_fc"], [0.01, 0.1])
+    param_names = ["problem", "gap"]
+    unit = "ratio"
+    timeout = 900
+
+    def setup(self, problem, gap):
+        self.problem = make_problem(problem)
+        rounds = 5 if problem == "deep_linear" else 1
+        totals = {name: [0.0, 0] for name in ("warm", "cold", "eigsh")}
+        start = None
+        lanczos(HessianOperator(self.problem, self.problem.init(0)))  # one-time setup of the first calls
+        eigsh_min_max(HessianOperator(self.problem, self.problem.init(0)))
+        for index, theta in enumerate(gd_trajectory(self.problem, gap)):
+            solvers = {"warm": lambda operator, v0=start: lanczos(operator, tol=TOL, seed=index, v0=v0),
+                       "cold": lambda operator: lanczos(operator, tol=TOL, seed=index),
+                       "eigsh": eigsh_min_max}
+            results = {}
+            for name, solve in solvers.items():
+                best = float("inf")
+                for _ in range(rounds):
+                    operator = HessianOperator(self.problem, theta)
+                    began = time.perf_counter()
+                    results[name] = solve(operator)
+                    best = min(best, time.perf_counter() - began)
+                totals[name][0] += best
+                totals[name][1] += operator.n_matvec
+            start = results["warm"].eigenvectors
+            reference = results["eigsh"]
+            scale = max(abs(value) for value in reference)
+            for name in ("warm", "cold"):
+                _agree((results[name].min, results[name].max), reference, scale, f"{name} vs eigsh at point {index}")
+            if self.problem.dim <= DENSE_MAX_DIM:
+                exact = torch.linalg.eigvalsh(dense_hessian(self.problem, theta))
+                _agree(reference, (float(exact[0]), float(exact[-1])), scale, f"eigsh vs eigvalsh at point {index}")
+        self.totals = totals
+
+    def track_lanczos_over_eigsh_time(self, problem, gap):
+        return self.totals["warm"][0] / self.totals["eigsh"][0]
+
+    def track_lanczos_over_eigsh_hvps(self, problem, gap):
+        return self.totals["warm"][1] / self.totals["eigsh"][1]
+
+    def track_cold_lanczos_over_eigsh_time(self, problem, gap):
+        return self.totals["cold"][0] / self.totals["eigsh"][0]
+
+    def track_warm_over_cold_hvps(self, problem, gap):
+        return self.totals["warm"][1] / self.totals["cold"][1]

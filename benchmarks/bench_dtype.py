@@ -14,7 +14,8 @@ STEPS = 100
 
 
 class Float32VsFloat64:
-    """GD step time in float32 / float64 (< 1: float32 faster), and ‖θ32 − θ64‖ / ‖θ(η0) − θ(η0/2)‖ at t = STEPS·η0."""
+    """GD step time in float32 / float64 (< 1: float32 faster), and ‖θ32 − θ64‖ / ‖θ(η0) − θ(η0/2)‖
+    at t = STEPS·η0 (float64 drift; ≪ 1: float32 resolves EC21 Figure 1's distances)."""
 
     params = (["relu_fc", "cnn"],)
     param_names = ["problem"]

@@ -75,12 +75,13 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
     Builds an orthonormal basis Q of the block Krylov space span{V, HV, H²V, …} of a start block
     V with k columns (k = 1: plain Lanczos), reorthogonalising every new block against all
     previous ones (classical Gram–Schmidt, repeated only where a pass cancels more than half
-    the norm: two passes over Q per product, as ARPACK's), and takes Ritz pairs (θ_i, y_i = Q s_i) of the
-    projection QᵀHQ. The block size k lets an eigenvalue of multiplicity up to k appear k times.
-    Each residual ‖H y_i − θ_i y_i‖ = ‖R s_i‖, R the last block's component outside Q, is exact
-    up to rounding. Stopping rule: every wanted pair has residual ≤ tol · ‖H‖ (‖H‖ estimated by
-    the largest |θ_i|); then each θ_i is within tol · ‖H‖ of an eigenvalue of H (Weyl), and
-    within residual²/gap when separated from the rest of the spectrum by gap.
+    the norm: as in ARPACK, two passes over Q per product), and takes Ritz pairs
+    (θ_i, y_i = Q s_i) of the projection QᵀHQ. The block size k lets an eigenvalue of
+    multiplicity up to k appear k times. Each residual ‖H y_i − θ_i y_i‖ = ‖R s_i‖, R the last
+    block's component outside Q, is exact up to rounding. Stopping rule: every wanted pair has
+    residual ≤ tol · ‖H‖ (‖H‖ estimated by the largest |θ_i|); then each θ_i is within tol · ‖H‖
+    of an eigenvalue of H (Weyl), and within residual²/gap when separated from the rest of the
+    spectrum by gap.
 
     ``v0``: a warm start, e.g. the previous point's eigenvectors (n,) or (n, m); column i of the
     start block is the normalised sum of columns i, i + k, … of v0, plus WARM_START_NOISE of a
@@ -180,7 +181,7 @@ def _project_out(vector: torch.Tensor, before: torch.Tensor, basis: torch.Tensor
                  accepted: list[torch.Tensor]) -> torch.Tensor | None:
     """``vector`` (once projected off ``basis``, norm ``before`` until then) made orthogonal to
     the orthonormal rows of ``basis`` and to ``accepted``, normalised; None if it lies in their span."""
-    for projections in range(MAX_PROJECTIONS):
+    for _ in range(MAX_PROJECTIONS):
         for unit in accepted:
             vector = vector - (unit @ vector) * unit
         after = torch.linalg.vector_norm(vector)

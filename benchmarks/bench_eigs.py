@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from gfbench.curvature import DENSE_MAX_DIM, HessianOperator, dense_hessian, lanczos
+from gfbench.curvature import (DENSE_MAX_DIM, CastOperator, HessianOperator, certified_lanczos, dense_hessian,
+                               lanczos)
 from gfbench.field import GradientField
 
 from .common import SkipNotImplemented, make_problem
@@ -51,19 +52,30 @@ def _agree(values, reference, scale, what):
 
 
 def measure(problem, gap, rounds):
-    """{solver: [seconds, HVPs]} summed over the trajectory for ``warm`` and ``cold`` Lanczos and ``eigsh``.
+    """{solver: [seconds, HVPs]} summed over the trajectory: Lanczos ``warm`` and ``cold`` on float64
+    products, ``float32``: warm ``certified_lanczos`` on float32 products (the recorder's default), and ``eigsh``.
 
     Each solve is timed ``rounds`` times, the solvers taking turns, and the fastest kept, so that
-    load from elsewhere falls on all alike; the gradient graph the operator builds first is
-    outside the timing (every solver uses it alike).
+    load from elsewhere falls on all alike. The float64 gradient graph the operator builds first is
+    outside the timing (every solver uses it alike); the float32 operator's graph is inside.
     """
-    totals = {name: [0.0, 0] for name in ("warm", "cold", "eigsh")}
-    start = None
+    totals = {name: [0.0, 0] for name in ("warm", "cold", "float32", "eigsh")}
+    starts = {"warm": None, "float32": None}
+    low = problem.to(dtype=torch.float32)
+
+    def certified(operator, theta, v0):
+        fast = CastOperator(HessianOperator(low, theta.float()), torch.float64)
+        result = certified_lanczos(fast, operator, tol=TOL, seed=0, v0=v0)
+        operator.n_matvec += fast.n_matvec  # counted with the float64 products
+        return result
+
     lanczos(HessianOperator(problem, problem.init(0)))  # one-time setup of the first calls
+    certified(HessianOperator(problem, problem.init(0)), problem.init(0), None)
     eigsh_min_max(HessianOperator(problem, problem.init(0)))
     for index, theta in enumerate(gd_trajectory(problem, gap)):
-        solvers = {"warm": lambda operator, v0=start: lanczos(operator, tol=TOL, seed=index, v0=v0),
+        solvers = {"warm": lambda operator, v0=starts["warm"]: lanczos(operator, tol=TOL, seed=index, v0=v0),
                    "cold": lambda operator: lanczos(operator, tol=TOL, seed=index),
+                   "float32": lambda operator, v0=starts["float32"]: certified(operator, theta, v0),
                    "eigsh": eigsh_min_max}
         results, best, products = {}, dict.fromkeys(solvers, float("inf")), {}
         for _ in range(rounds):
@@ -76,10 +88,11 @@ def measure(problem, gap, rounds):
         for name in solvers:
             totals[name][0] += best[name]
             totals[name][1] += products[name]
-        start = results["warm"].eigenvectors
+        for name in starts:
+            starts[name] = results[name].eigenvectors
         reference = results["eigsh"]
         scale = max(abs(value) for value in reference)
-        for name in ("warm", "cold"):
+        for name in ("warm", "cold", "float32"):
             _agree((results[name].min, results[name].max), reference, scale, f"{name} vs eigsh at point {index}")
         if problem.dim <= DENSE_MAX_DIM:
             exact = torch.linalg.eigvalsh(dense_hessian(problem, theta))
@@ -91,8 +104,8 @@ class LanczosVsEigsh:
     """Time and HVPs of our Lanczos along POINTS GD iterates ``gap`` apart in t / eigsh LA + SA (< 1: faster).
 
     Ours warm-starts every solve from the previous point's Ritz vectors (``cold``: from a random
-    vector). Measured once for all parameters (``setup_cache``), the tiny deep_linear solves over
-    5 rounds.
+    vector); ``float32``: products in float32, certified by one float64 product per pair.
+    Measured once for all parameters (``setup_cache``), the tiny deep_linear solves over 5 rounds.
     """
 
     params = (["deep_linear", "relu_fc"], [0.01, 0.1])
@@ -128,3 +141,9 @@ class LanczosVsEigsh:
 
     def track_warm_over_cold_hvps(self, measured, problem, gap):
         return self.totals["warm"][1] / self.totals["cold"][1]
+
+    def track_float32_lanczos_over_eigsh_time(self, measured, problem, gap):
+        return self.totals["float32"][0] / self.totals["eigsh"][0]
+
+    def track_float32_lanczos_over_eigsh_hvps(self, measured, problem, gap):
+        return self.totals["float32"][1] / self.totals["eigsh"][1]

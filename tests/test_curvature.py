@@ -4,8 +4,8 @@ import torch
 from curvature_problems import TanhRegression
 
 import gfbench
-from gfbench.curvature import (DENSE_MAX_DIM, HVP_METHODS, HessianOperator, MatrixOperator, dense_eigenpairs,
-                               dense_hessian, lanczos)
+from gfbench.curvature import (DENSE_MAX_DIM, HVP_METHODS, CastOperator, HessianOperator, MatrixOperator,
+                               certified_lanczos, dense_eigenpairs, dense_hessian, lanczos)
 
 
 def problems():
@@ -141,6 +141,36 @@ def test_lanczos_matches_eigvalsh_on_low_rank_and_indefinite_matrices_cold_and_w
         assert torch.allclose(start.T @ start, torch.eye(2 * k, dtype=torch.float64), rtol=0, atol=1e-10)
         true_residuals = torch.linalg.vector_norm(current @ start - start * result.eigenvalues, dim=0)
         assert float(true_residuals.max()) <= 2 * tol * norm
+
+
+def test_certified_lanczos_on_float32_products_meets_the_float64_stopping_rule():
+    problem, theta = _lanczos_cases()["tanh_regression"]
+    hessian = dense_hessian(problem, theta)
+    exact = torch.linalg.eigvalsh(hessian)
+    fast = CastOperator(HessianOperator(problem.to(dtype=torch.float32), theta.float()), torch.float64)
+    reference = HessianOperator(problem, theta)
+    tol, norm = 1e-6, float(exact.abs().max())
+    result = certified_lanczos(fast, reference, tol=tol, seed=0)
+    assert result.converged and reference.n_matvec == 2 and result.iterations == fast.n_matvec + 2
+    assert torch.allclose(result.eigenvalues, exact[[0, -1]], rtol=0, atol=tol * norm)
+    vectors = result.eigenvectors
+    true_residuals = torch.linalg.vector_norm(hessian @ vectors - vectors * result.eigenvalues, dim=0)
+    assert torch.allclose(result.residuals, true_residuals, rtol=1e-6, atol=0)
+    assert float(true_residuals.max()) <= tol * norm
+
+
+def test_certified_lanczos_falls_back_to_the_exact_operator():
+    """A fast operator 1e-4·‖H‖ off converges to wrong pairs; the check sends the solve to ``exact``."""
+    values = torch.linspace(-1.0, 2.0, 300, dtype=torch.float64)
+    matrix = _spectrum_matrix(values, 5)
+    off = matrix + 2e-4 * _spectrum_matrix(torch.randn(300, generator=torch.Generator().manual_seed(6),
+                                                       dtype=torch.float64), 7)
+    fast, exact = MatrixOperator(off), MatrixOperator(matrix)
+    result = certified_lanczos(fast, exact, k=2, tol=1e-6, seed=1)
+    assert exact.n_matvec > 4 and result.iterations == fast.n_matvec + exact.n_matvec
+    assert result.converged and torch.allclose(result.eigenvalues, values[[0, 1, -2, -1]], rtol=0, atol=2e-6)
+    unconverged = certified_lanczos(fast, exact, tol=1e-6, max_iter=3)
+    assert not unconverged.converged and unconverged.iterations == 3
 
 
 def test_lanczos_warm_start_needs_fewer_products():

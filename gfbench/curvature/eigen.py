@@ -22,6 +22,9 @@ CHECK_SPACING = 20
 WARM_START_NOISE = 1e-2
 #: Projection passes after which a new basis column still cancelling counts as inside the span.
 MAX_PROJECTIONS = 4
+#: Smallest tolerance at which ``certified_lanczos`` runs on float32 products: their rounding,
+#: about 1e-7·‖H‖, must stay below the tol/2 it solves to.
+FLOAT32_MIN_TOL = 1e-6
 UNIT_INTERVAL = Bounds(0, 1, low_open=True, high_open=True)
 #: The eigensolvers' arguments; k's upper bound, the operator size n, is set per call.
 K = Param("k", int, 1, "eigenpairs wanted at each end of the spectrum", bounds=AT_LEAST_ONE)
@@ -147,6 +150,34 @@ def lanczos(operator: LinearOperator, *, k: int = 1, which: str = "both", tol: f
                             scale, random_block)
     eigenvectors = basis[:size].T @ vectors[:, wanted]
     return EigenResult(ritz[wanted], eigenvectors, residuals, size, converged)
+
+
+def certified_lanczos(fast: LinearOperator, exact: LinearOperator, *, k: int = 1, which: str = "both",
+                      tol: float = DEFAULT_TOL, max_iter: int | None = None, seed: int = 0,
+                      v0: torch.Tensor | None = None) -> EigenResult:
+    """``lanczos`` on ``fast``, a cheap approximation of ``exact`` (e.g. float32 products), certified on ``exact``.
+
+    Lanczos on ``fast`` stops at tol/2 (if it misses that within ``max_iter``, its unconverged
+    result is returned); then each wanted vector y costs one product with ``exact``, H: its
+    Rayleigh quotient θ = yᵀHy (within residual²/gap of an eigenvalue) and residual ‖Hy − θy‖.
+    Where every residual is ≤ tol · ‖H‖ (‖H‖ estimated by the largest |θ|), the pairs meet
+    ``lanczos(exact)``'s stopping rule and are returned; otherwise ``lanczos`` on ``exact`` takes
+    over, warm-started from them. ``iterations`` counts the products with both operators.
+    """
+    approximate = lanczos(fast, k=k, which=which, tol=tol / 2, max_iter=max_iter, seed=seed, v0=v0)
+    if not approximate.converged:
+        return approximate
+    vectors = approximate.eigenvectors
+    products = torch.stack([exact.matvec(column) for column in vectors.T], dim=1)
+    values = (vectors * products).sum(0)
+    order = torch.argsort(values)
+    values, vectors, products = values[order], vectors[:, order], products[:, order]
+    residuals = torch.linalg.vector_norm(products - vectors * values, dim=0)
+    spent = approximate.iterations + len(values)
+    if bool((residuals <= tol * values.abs().max()).all()):
+        return EigenResult(values, vectors, residuals, spent, True)
+    result = lanczos(exact, k=k, which=which, tol=tol, max_iter=max_iter, seed=seed, v0=vectors)
+    return replace(result, iterations=result.iterations + spent)
 
 
 def _next_block(remainder: torch.Tensor, norms: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor,

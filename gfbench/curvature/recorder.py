@@ -19,7 +19,7 @@ from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, CastOperator, HessianOperator, 
 EIGENSOLVERS = ("lanczos", "dense")
 #: Smallest d at which the recorder takes Lanczos' products in float32 by default: on relu_fc
 #: (d = 42,200) that makes the solve about 1.5× faster, on deep_linear (d = 820, 5 products a
-#: solve) the float32 graph and the float64 certification make it 1.6–3.5× slower
+#: solve) the float32 graph and the float64 certification make it 1.5–3.5× slower
 #: (benchmarks/bench_eigs.py).
 FLOAT32_MIN_DIM = 10_000
 #: The recorder's options, which are also the run settings of ``gfbench.spec.RUN_SETTINGS``; k's

@@ -18,9 +18,9 @@ g_k ∇z_k + z_k ∇g_k, and g_k does not depend on the gates of its own layer).
 α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0. Exact for the ntk
 problem and whenever the sliding pairs lie in one ReLU layer (e.g. the first layer of relu_fc).
 Pairs of different layers sliding at once are coupled multilinearly (∇z_k of a deeper pair depends
-on shallower gates, g_k of a shallower pair on deeper ones): there a quasi-Newton iteration on the
-exact ż(α) solves the same complementarity problem (``FilippovSwitching.field_with``), at a few
-gradient evaluations per field evaluation.
+on shallower gates, g_k of a shallower pair on deeper ones): there Newton's method on the exact ż(α)
+solves the same complementarity problem (``FilippovSwitching.field_with``), at a few gradient
+evaluations per field evaluation.
 Limits: max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
 between events is not smooth and only the step control handles them; a pair that crosses zero and
 back within one step goes unseen; with several layers sliding the complementarity problem need not
@@ -39,8 +39,6 @@ MAX_PIVOTS = 1000
 #: of α (absolute) below which it has settled.
 MAX_NEWTON = 40
 NEWTON_TOL = 1e-11
-#: Newton steps that keep the previous evaluation's Jacobian before computing it afresh.
-CHORD_STEPS = 4
 
 
 class SlidingSolveFailed(FlowUndefined):
@@ -142,47 +140,44 @@ class FilippovSwitching:
         self.gates = (z > 0).to(theta0.dtype)
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.band = torch.zeros_like(z)
-        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.cat([z.reshape(-1) for z in self.problem.switching_functions(theta)])
 
-    def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, warm: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α, ∂ż_S/∂α there).
+    def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, guess: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α).
 
         One evaluation at α = 1 gives F(1), ż(1) and ∂ż/∂α = −K diag(g), in which ż is affine
         when the sliding pairs lie in one ReLU layer. Otherwise ż(α) is multilinear in α (a deeper
         pair's ∇z depends on shallower gates, a shallower pair's g on deeper ones) and Newton's
-        method on the box problem of the model ż(α') ≈ ż(α) + M(α' − α) refines α; a fixed point
-        solves the exact problem. M is the exact Jacobian ∂ż/∂α (autograd through the gates:
-        several gradients' cost), except that from ``warm`` = (α, M) at a nearby θ with the same
-        sliding set the first CHORD_STEPS steps keep that M and evaluate only ż(α).
-        Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
+        method on the box problem of the model ż(α') ≈ ż(α) − K(α) diag(g(α)) (α' − α) refines α,
+        from ``guess`` (α at a nearby θ with the same sliding set) when given. A fixed point solves
+        the exact problem. The model omits ∂J_k/∂α_j · F, which on fully connected layers is
+        w_kj ż_j: zero at the solution for a sliding pair j and irrelevant for a pair held at 0 or
+        1, so the convergence is Newton's. Each step costs one gradient with J_S and one gradient
+        per sliding layer. Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
         """
         multilayer = self.layer_of[sliding].unique().numel() > 1
-        if warm is not None and multilayer:
-            (alpha, slope), chord_steps = warm, CHORD_STEPS
+        if guess is not None and multilayer:
+            alpha = guess
         else:
             velocity, zdot, jacobian, signal = self._evaluate(
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
-                return velocity, signal, signal
-            slope = -(jacobian @ jacobian.T) * signal[None, :]
-            alpha = equivalent_control(zdot, -slope)
+                return velocity, signal
+            alpha = equivalent_control(zdot, (jacobian @ jacobian.T) * signal[None, :])
             if not multilayer:
-                return velocity + jacobian.T @ (signal * (1 - alpha)), alpha, slope
-            chord_steps = 0
-        for iteration in range(MAX_NEWTON):
-            if iteration < chord_steps:
-                velocity, zdot, _, _ = self._evaluate(theta, sliding, alpha)
-            else:
-                velocity, zdot, slope = self._exact_slope(theta, sliding, alpha)
+                return velocity + jacobian.T @ (signal * (1 - alpha)), alpha
+        for _ in range(MAX_NEWTON):
+            velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
+            slope = -(jacobian @ jacobian.T) * self._signal_at(theta, sliding, alpha)[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = equivalent_control(zdot + slope @ (1 - alpha), -slope)
             if (updated - alpha).abs().max() <= NEWTON_TOL:
-                return velocity, alpha, slope
+                return velocity, alpha
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
@@ -204,56 +199,39 @@ class FilippovSwitching:
             jacobian = self._switching_jacobian(switching, leaf, sliding)
         return velocity, jacobian @ velocity, jacobian, torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
 
-    def _exact_slope(self, theta: torch.Tensor, sliding: torch.Tensor,
-                     alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """F(α), ż_S(α) and its exact Jacobian ∂ż_S/∂α (rows: pairs), by autograd through the gates."""
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            alpha_leaf = alpha.detach().requires_grad_(True)
-            gates = self.gates.index_put((sliding,), alpha_leaf)
-            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
-            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+    def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
+        derivative ∂f_D/∂z with their own gates at 1 (g depends only on deeper gates); one
+        gradient per sliding layer."""
+        signal = torch.empty_like(alpha)
+        layers = self.layer_of[sliding]
+        for layer in layers.unique().tolist():
+            in_layer = layers == layer
+            gates = self.gates.clone()
+            gates[sliding] = torch.where(in_layer, 1.0, alpha)
+            with torch.enable_grad():
+                leaf = theta.detach().requires_grad_(True)
+                loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+                grads = torch.autograd.grad(loss, switching)
             self.field.n_evals += 1
-            jacobian = self._switching_jacobian(switching, leaf, sliding, create_graph=True)
-            zdot = -(jacobian @ gradient)
-            identity = torch.eye(len(sliding), dtype=theta.dtype, device=theta.device)
-            (slope,) = torch.autograd.grad(zdot, alpha_leaf, grad_outputs=identity, is_grads_batched=True)
-        return -gradient.detach(), zdot.detach(), slope
-
-    def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g)."""
-        gates = self.gates.clone()
-        gates[sliding] = alpha
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
-            grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
-            self.field.n_evals += 1
-            velocity = -grads[0]
-            if len(sliding) == 0:
-                return velocity, sliding.to(theta.dtype), sliding.to(theta.dtype), sliding.to(theta.dtype)
-            jacobian = self._switching_jacobian(switching, leaf, sliding)
-        return velocity, jacobian @ velocity, jacobian, torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
+            signal[in_layer] = torch.cat([g.reshape(-1) for g in grads])[sliding][in_layer]
+        return signal
 
     def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
         return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]
 
-    def _switching_jacobian(self, switching: list[torch.Tensor], leaf: torch.Tensor, sliding: torch.Tensor,
-                            create_graph: bool = False) -> torch.Tensor:
+    def _switching_jacobian(self, switching: list[torch.Tensor], leaf: torch.Tensor, sliding: torch.Tensor) -> torch.Tensor:
         """J_S = ∂z_S/∂θ (rows: the pairs ``sliding``), by one batched backward pass."""
         selector = torch.zeros(len(sliding), self.gates.numel(), dtype=leaf.dtype, device=leaf.device)
         selector[torch.arange(len(sliding)), sliding] = 1.0
         outputs = [block.reshape(len(sliding), *shape)
                    for block, shape in zip(torch.split(selector, self.sizes, dim=1), self.shapes)]
-        (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True,
-                                          retain_graph=create_graph, create_graph=create_graph)
+        (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True)
         return jacobian
 
     def rhs(self, theta: torch.Tensor) -> torch.Tensor:
-        velocity, alpha, slope = self.field_with(theta, self.sliding,
-                                                 None if self._cached is None else self._cached[1:])
-        self._cached = (theta, alpha, slope)
+        velocity, alpha = self.field_with(theta, self.sliding, None if self._cached is None else self._cached[1])
+        self._cached = (theta, alpha)
         return velocity
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
@@ -278,7 +256,7 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = (signed < 0).nonzero().flatten()
         candidates = torch.cat([self.sliding, crossed])
-        _, alpha, _ = self.field_with(theta, candidates)
+        _, alpha = self.field_with(theta, candidates)
         sliding = (alpha > 0) & (alpha < 1)
         was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
         was_sliding[:len(self.sliding)] = True

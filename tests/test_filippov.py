@@ -227,7 +227,7 @@ def test_equivalent_control_across_two_layers_against_a_hand_written_network(mni
         n_evals = 0
     Field.problem = problem
     switching = FilippovSwitching(Field(), theta)
-    velocity, alpha, _ = switching.field_with(theta, sliding)
+    velocity, alpha = switching.field_with(theta, sliding)
     assert switching.layer_of[sliding].unique().numel() == 2
 
     gated = [torch.cat([switching.gates[:40]]).view(5, 8).clone(), switching.gates[40:].view(5, 8).clone()]

@@ -29,10 +29,15 @@ previous evaluation is taken.
 """
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 import torch
 
 from .ode import FlowUndefined
 
+#: Below this fraction of nonzero entries in J_S, K = J_S J_Sᵀ is formed from a sparse J_S.
+SPARSE_GRAM_DENSITY = 0.05
 #: Most pivots of the complementarity solve; a P-matrix problem of size s needs at most ~2s.
 MAX_PIVOTS = 1000
 #: Newton steps of the equivalent control of sliding pairs in several layers, and the change
@@ -70,18 +75,18 @@ def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch
 
 def _coupled_blocks(matrix: torch.Tensor) -> list[torch.Tensor]:
     """Index sets of the connected components of the graph with edges where matrix or its transpose ≠ 0."""
-    coupled = ((matrix != 0) | (matrix.T != 0)).cpu().numpy()
-    unassigned, blocks = set(range(len(coupled))), []
-    while unassigned:
-        frontier = [unassigned.pop()]
-        block = list(frontier)
-        while frontier:
-            reached = set(coupled[frontier].any(axis=0).nonzero()[0].tolist()) & unassigned
-            unassigned -= reached
-            frontier = list(reached)
-            block += frontier
-        blocks.append(torch.tensor(sorted(block), dtype=torch.long, device=matrix.device))
-    return blocks
+    coupled = scipy.sparse.csr_matrix(((matrix != 0) | (matrix.T != 0)).cpu().numpy())
+    count, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
+    order = np.argsort(labels, kind="stable")
+    splits = np.flatnonzero(np.diff(labels[order])) + 1
+    return [torch.from_numpy(block).to(matrix.device) for block in np.split(order, splits)]
+
+
+def _gram(jacobian: torch.Tensor) -> torch.Tensor:
+    """K = J Jᵀ; through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
+    if jacobian.numel() and (jacobian != 0).sum() < SPARSE_GRAM_DENSITY * jacobian.numel():
+        return torch.sparse.mm(jacobian.to_sparse(), jacobian.T)
+    return jacobian @ jacobian.T
 
 
 def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -168,12 +173,12 @@ class FilippovSwitching:
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
                 return velocity, signal
-            alpha = equivalent_control(zdot, (jacobian @ jacobian.T) * signal[None, :])
+            alpha = equivalent_control(zdot, _gram(jacobian) * signal[None, :])
             if not multilayer:
                 return velocity + jacobian.T @ (signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
-            slope = -(jacobian @ jacobian.T) * self._signal_at(theta, sliding, alpha)[None, :]
+            slope = -_gram(jacobian) * self._signal_at(theta, sliding, alpha)[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = equivalent_control(zdot + slope @ (1 - alpha), -slope)
             if (updated - alpha).abs().max() <= NEWTON_TOL:

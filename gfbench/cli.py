@@ -69,6 +69,13 @@ def _add_setting_flags(parser, names, *, comma_lists: bool = False) -> None:
                             help=f"{setting.help} (default {default}{plural})")
 
 
+def _add_threads_flag(parser) -> None:
+    """``--threads N``, from its declaration ``gfbench.threads.THREADS``."""
+    from gfbench.threads import THREADS
+
+    parser.add_argument("--threads", metavar="N", type=_text_type(THREADS), help=THREADS.help)
+
+
 def _text_type(setting):
     """An argparse ``type`` reading one value of ``setting``; bounds and choices are checked later.
 
@@ -101,6 +108,7 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                      help="solver option (repeatable)")
     _add_setting_flags(run, SETTINGS_BY_NAME)
+    _add_threads_flag(run)
     run.add_argument("--out", help="output file (default runs/<problem>-<solver>-<timestamp>.nc)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -162,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--gf-option", action="append", default=[], metavar="KEY=VALUE",
                            help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
     _add_setting_flags(reproduce, FIGURE_SETTINGS)
+    _add_threads_flag(reproduce)
     reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
     reproduce.add_argument("--resume", action="store_true",
                            help="reuse runs already in --out whose stored configuration is this run's")
@@ -207,7 +216,7 @@ def cmd_run(args) -> int:
     out = check_writable(args.out) if args.out is not None else _default_out(problem.name, solver.name)
 
     try:
-        ds = gfbench.run(problem, solver, progress=not args.quiet, **spec.settings)
+        ds = gfbench.run(problem, solver, progress=not args.quiet, threads=args.threads, **spec.settings)
     except RunInterrupted as interrupted:
         gfbench.save(interrupted.dataset, out)
         print(f"gfbench: {interrupted}; wrote the recorded prefix to {out}", file=sys.stderr)
@@ -219,7 +228,8 @@ def cmd_run(args) -> int:
         print(f"{status}: {solver.label} on {problem.label}, lr={spec.lr:g}, steps={spec.steps}")
         print(f"  final t={float(final.time):g} (step {int(final.step)}): loss={float(final.loss):.6e}, "
               f"grad_norm={float(final.grad_norm):.3e}, distance_from_init={float(final.distance_from_init):.4g}")
-        print(f"  gradient evaluations: {ds.attrs['n_grad_evals']}, wall time: {ds.attrs['wall_time_s']:.2f} s")
+        print(f"  gradient evaluations: {ds.attrs['n_grad_evals']}, wall time: {ds.attrs['wall_time_s']:.2f} s "
+              f"(torch threads: {ds.attrs['torch_threads']})")
         print(f"  wrote {out}")
     if status != "completed":
         print(f"gfbench: {status}: {ds.attrs.get('message', '')}; wrote the recorded prefix to {out}", file=sys.stderr)
@@ -360,7 +370,7 @@ def cmd_reproduce(args) -> int:
                             ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
                             lr=args.lr, params=_problem_params(args),
                             gf_options=parse_assignments(args.gf_option, "--gf-option") or None, resume=args.resume,
-                            progress=not args.quiet, **_given_settings(args, FIGURE_SETTINGS))
+                            progress=not args.quiet, threads=args.threads, **_given_settings(args, FIGURE_SETTINGS))
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK

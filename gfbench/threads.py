@@ -1,0 +1,85 @@
+"""How many torch intra-op threads a run uses: the one asked for, or a rule that does not oversubscribe.
+
+Threads change how fast a run is, not what it computes (on CPU, 1 and 2 threads give bit-identical
+datasets on every built-in problem), so the count is written to the attr ``torch_threads`` and is
+no part of a run's identity. Asked for, in this order: ``gfbench.run(..., threads=N)`` (``--threads``;
+a sweep's ``--torch-threads``), ``$GFBENCH_THREADS``, ``$OMP_NUM_THREADS`` (torch's own count, as the
+environment set it: a dask worker's 1, say). Otherwise ``automatic_threads`` decides: one thread
+for a problem whose gradient is too small to split (torch's threads then mostly wait for each
+other, and runs sharing the cores slow each other down many times over), else the cores left
+idle by the rest of the machine.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .field import GradientField
+from .params import AT_LEAST_ONE, ConfigError
+from .spec import Setting
+
+THREADS = Setting("threads", int, None, "torch threads of the run (auto: 1 for a small problem, else the idle "
+                  "cores; or $GFBENCH_THREADS)", bounds=AT_LEAST_ONE)
+THREADS_ENV = "GFBENCH_THREADS"
+#: Floating-point operations of one gradient (FlopCounterMode's count) from which a run takes more
+#: than one thread: below it a second thread does not pay even on an idle core (README, "Threads").
+PARALLEL_FLOPS = 1e7
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def idle_cores() -> int:
+    """Usable cores minus the 1-minute load average (runnable threads of every process), rounded, ≥ 1."""
+    return max(1, min(usable_cores(), round(usable_cores() - os.getloadavg()[0])))
+
+
+def requested_threads(threads: int | None = None) -> int | None:
+    """The thread count asked for: ``threads``, else $GFBENCH_THREADS, else torch's count when
+    $OMP_NUM_THREADS is set; None when nothing asks (``automatic_threads`` decides).
+    ConfigError names a bad value (0, −1, "x")."""
+    if threads is not None:
+        return THREADS.check(threads)
+    text = os.environ.get(THREADS_ENV, "")
+    if text:
+        try:
+            return THREADS.check(text, text=True)
+        except ConfigError as error:
+            raise ConfigError(f"${THREADS_ENV}: {error}") from None
+    return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else None
+
+
+def gradient_flops(problem, theta: torch.Tensor) -> int:
+    """Floating-point operations of one evaluation of f and ∇f at θ as torch's FlopCounterMode counts
+    them (matrix products and convolutions; elementwise work is left out). Costs one gradient."""
+    with FlopCounterMode(display=False) as counter:
+        GradientField(problem).evaluate(theta)
+    return counter.get_total_flops()
+
+
+def automatic_threads(problem, theta: torch.Tensor) -> int:
+    """1 when a gradient of ``problem`` at θ counts fewer than ``PARALLEL_FLOPS``, else ``idle_cores()``."""
+    return 1 if gradient_flops(problem, theta) < PARALLEL_FLOPS else idle_cores()
+
+
+def run_threads(problem, theta: torch.Tensor, threads: int | None = None) -> int:
+    """The thread count of a run of ``problem`` from θ: ``requested_threads(threads)``, else automatic."""
+    requested = requested_threads(threads)
+    return automatic_threads(problem, theta) if requested is None else requested
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -6,13 +6,15 @@ no part of a run's identity. Asked for, in this order: ``gfbench.run(..., thread
 a sweep's ``--torch-threads``), ``$GFBENCH_THREADS``, ``$OMP_NUM_THREADS`` (torch's own count, as the
 environment set it: a dask worker's 1, say). Otherwise ``automatic_threads`` decides: one thread
 for a problem whose gradient is too small to split (torch's threads then mostly wait for each
-other, and runs sharing the cores slow each other down many times over), else the cores left
-idle by the rest of the machine.
+other, and runs sharing the cores slow each other down many times over), else the cores not
+running another thread at the start of the run.
 """
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -29,15 +31,35 @@ THREADS_ENV = "GFBENCH_THREADS"
 #: than one thread: below it a second thread does not pay even on an idle core (README, "Threads").
 PARALLEL_FLOPS = 1e7
 
+#: The kernel's load figures; the fourth field is "running/total" threads at the moment of reading.
+LOADAVG = Path("/proc/loadavg")
+#: Reads of the running count averaged by ``running_elsewhere``, and the seconds between them: the
+#: count is instantaneous, so runs started together see each other (a load average would lag a minute).
+LOAD_SAMPLES, LOAD_SAMPLE_S = 10, 0.01
+
 
 def usable_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def running_elsewhere() -> float:
+    """Threads running on the machine now besides the caller: the mean over ``LOAD_SAMPLES`` reads of
+    the running count in /proc/loadavg (Linux; the reader itself taken off), ``LOAD_SAMPLE_S`` apart.
+    Without that file, the 1-minute load average."""
+    counts = []
+    try:
+        for _ in range(LOAD_SAMPLES):
+            counts.append(int(LOADAVG.read_text().split()[3].split("/")[0]) - 1)
+            time.sleep(LOAD_SAMPLE_S)
+    except OSError:
+        return os.getloadavg()[0]
+    return sum(counts) / len(counts)
+
+
 def idle_cores() -> int:
-    """Usable cores minus the 1-minute load average (runnable threads of every process), rounded, ≥ 1."""
-    return max(1, min(usable_cores(), round(usable_cores() - os.getloadavg()[0])))
+    """Usable cores minus the threads running elsewhere, rounded, at least 1."""
+    return max(1, min(usable_cores(), round(usable_cores() - running_elsewhere())))
 
 
 def requested_threads(threads: int | None = None) -> int | None:

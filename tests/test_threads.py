@@ -49,10 +49,20 @@ def test_small_problems_take_one_thread_and_large_ones_the_idle_cores(mnist_env,
     assert threads.gradient_flops(small, small.init(0)) < threads.PARALLEL_FLOPS
     assert threads.gradient_flops(large, large.init(0)) >= threads.PARALLEL_FLOPS
     clean_environment.setattr(threads, "usable_cores", lambda: 8)
-    for load, idle in ((0.0, 8), (2.6, 5), (7.6, 1), (30.0, 1)):
-        clean_environment.setattr(threads.os, "getloadavg", lambda load=load: (load, load, load))
+    for running, idle in ((0.0, 8), (2.6, 5), (7.6, 1), (30.0, 1)):
+        clean_environment.setattr(threads, "running_elsewhere", lambda running=running: running)
         assert threads.automatic_threads(small, small.init(0)) == 1
         assert threads.automatic_threads(large, large.init(0)) == idle
+
+
+def test_running_elsewhere_reads_the_running_count_less_the_reader(tmp_path, monkeypatch):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("2.50 1.90 1.20 4/311 81234\n")
+    monkeypatch.setattr(threads, "LOADAVG", loadavg)
+    assert threads.running_elsewhere() == 3
+    monkeypatch.setattr(threads, "LOADAVG", tmp_path / "absent")  # not Linux: the 1-minute load average
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.75, 1.0, 0.5))
+    assert threads.running_elsewhere() == 1.75
 
 
 @requires_mnist

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from .field import GradientField
 from .params import AT_LEAST_ONE, ConfigError
@@ -27,9 +26,9 @@ from .spec import Setting
 THREADS = Setting("threads", int, None, "torch threads of the run (auto: 1 for a small problem, else the idle "
                   "cores; or $GFBENCH_THREADS)", bounds=AT_LEAST_ONE)
 THREADS_ENV = "GFBENCH_THREADS"
-#: Floating-point operations of one gradient (FlopCounterMode's count) from which a run takes more
-#: than one thread: below it a second thread does not pay even on an idle core (README, "Threads").
-PARALLEL_FLOPS = 1e7
+#: CPU seconds of one gradient on one thread from which a run takes more than one thread: below it
+#: a second thread does not pay even on an idle core (README, "Threads").
+PARALLEL_GRADIENT_S = 1e-3
 
 #: The kernel's load figures; the fourth field is "running/total" threads at the moment of reading.
 LOADAVG = Path("/proc/loadavg")
@@ -77,17 +76,24 @@ def requested_threads(threads: int | None = None) -> int | None:
     return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else None
 
 
-def gradient_flops(problem, theta: torch.Tensor) -> int:
-    """Floating-point operations of one evaluation of f and ∇f at θ as torch's FlopCounterMode counts
-    them (matrix products and convolutions; elementwise work is left out). Costs one gradient."""
-    with FlopCounterMode(display=False) as counter:
-        GradientField(problem).evaluate(theta)
-    return counter.get_total_flops()
+def gradient_seconds(problem, theta: torch.Tensor) -> float:
+    """CPU seconds of one evaluation of f and ∇f at θ on one torch thread, after one that warms up.
+
+    The calling thread's CPU time, so time the machine gives to other processes meanwhile does not
+    count. Costs two gradients.
+    """
+    field = GradientField(problem)
+    with torch_threads(1):
+        field.evaluate(theta.clone())
+        started = time.thread_time()
+        field.evaluate(theta.clone())
+        return time.thread_time() - started
 
 
 def automatic_threads(problem, theta: torch.Tensor) -> int:
-    """1 when a gradient of ``problem`` at θ counts fewer than ``PARALLEL_FLOPS``, else ``idle_cores()``."""
-    return 1 if gradient_flops(problem, theta) < PARALLEL_FLOPS else idle_cores()
+    """1 when a gradient of ``problem`` at θ takes less than ``PARALLEL_GRADIENT_S`` of CPU time, else
+    ``idle_cores()``."""
+    return 1 if gradient_seconds(problem, theta) < PARALLEL_GRADIENT_S else idle_cores()
 
 
 def run_threads(problem, theta: torch.Tensor, threads: int | None = None) -> int:

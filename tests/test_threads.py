@@ -9,9 +9,6 @@ import gfbench.threads as threads
 from gfbench.spec import RunSpec
 from zoo_support import requires_mnist
 
-#: Inputs, hidden widths and outputs of relu_fc (784-50-50-10, no biases).
-RELU_FC_WIDTHS = (784, 50, 50, 10)
-
 
 @pytest.fixture
 def clean_environment(monkeypatch):
@@ -33,26 +30,16 @@ def test_requested_threads_in_order_of_precedence(clean_environment):
 
 
 @requires_mnist
-def test_gradient_flops_of_relu_fc_are_its_matrix_products(mnist_env):
-    """2·n multiply-adds per weight forward and again for the weight gradients, plus the input gradients of
-    every layer but the first (the data needs none): 2n(2·Σ w_l + Σ_{l>1} w_l) for layer sizes w_l."""
-    n = 40
-    layers = [fan_in * fan_out for fan_in, fan_out in zip(RELU_FC_WIDTHS, RELU_FC_WIDTHS[1:])]
-    problem = gfbench.get_problem("relu_fc", n_train=n)
-    assert threads.gradient_flops(problem, problem.init(0)) == 2 * n * (2 * sum(layers) + sum(layers[1:]))
-
-
-@requires_mnist
 def test_small_problems_take_one_thread_and_large_ones_the_idle_cores(mnist_env, clean_environment):
-    small = gfbench.get_problem("deep_linear")
-    large = gfbench.get_problem("relu_fc")
-    assert threads.gradient_flops(small, small.init(0)) < threads.PARALLEL_FLOPS
-    assert threads.gradient_flops(large, large.init(0)) >= threads.PARALLEL_FLOPS
+    small = gfbench.get_problem("deep_linear")  # 820 parameters, 20 examples
+    large = gfbench.get_problem("relu_fc")  # 42,200 parameters, 1000 examples: ~3500x the multiply-adds
+    assert threads.gradient_seconds(small, small.init(0)) < threads.gradient_seconds(large, large.init(0))
     clean_environment.setattr(threads, "usable_cores", lambda: 8)
-    for running, idle in ((0.0, 8), (2.6, 5), (7.6, 1), (30.0, 1)):
+    for seconds, running, expected in ((1e-4, 0.0, 1), (5e-3, 0.0, 8), (5e-3, 2.6, 5), (5e-3, 7.6, 1),
+                                       (5e-3, 30.0, 1)):
+        clean_environment.setattr(threads, "gradient_seconds", lambda problem, theta, seconds=seconds: seconds)
         clean_environment.setattr(threads, "running_elsewhere", lambda running=running: running)
-        assert threads.automatic_threads(small, small.init(0)) == 1
-        assert threads.automatic_threads(large, large.init(0)) == idle
+        assert threads.automatic_threads(small, small.init(0)) == expected
 
 
 def test_running_elsewhere_reads_the_running_count_less_the_reader(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """How many torch intra-op threads a run uses: the one asked for, or a rule that does not oversubscribe.
 
-Threads change how fast a run is, not what it computes (on CPU, 1 and 2 threads give bit-identical
-datasets on every built-in problem), so the count is written to the attr ``torch_threads`` and is
+Threads change how fast a run is, not what it computes (on a 2-core CPU, 1 and 2 threads gave
+bit-identical float64 datasets; README), so the count is written to the attr ``torch_threads`` and is
 no part of a run's identity. Asked for, in this order: ``gfbench.run(..., threads=N)`` (``--threads``;
 a sweep's ``--torch-threads``), ``$GFBENCH_THREADS``, ``$OMP_NUM_THREADS`` (torch's own count, as the
 environment set it: a dask worker's 1, say). Otherwise ``automatic_threads`` decides: one thread

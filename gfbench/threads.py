@@ -34,7 +34,7 @@ PARALLEL_GRADIENT_S = 1e-3
 LOADAVG = Path("/proc/loadavg")
 #: Reads of the running count averaged by ``running_elsewhere``, and the seconds between them: the
 #: count is instantaneous, so runs started together see each other (a load average would lag a minute).
-LOAD_SAMPLES, LOAD_SAMPLE_S = 10, 0.01
+LOAD_SAMPLES, LOAD_SAMPLE_S = 5, 0.002
 
 
 def usable_cores() -> int:

@@ -1,10 +1,13 @@
 """Adaptive gradient flow: the cost of a solve to a fixed horizon, and of writing a long dataset."""
+import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 import gfbench
 
-from .common import DEVICES, make_problem, require_device, synchronize
+from .common import DEVICES, SkipNotImplemented, make_problem, require_device, synchronize
 
 
 class GFSolve:
@@ -55,3 +58,51 @@ class WriteDataset:
         return path.stat().st_size / 2 ** 20
 
     track_file_megabytes.unit = "MiB"
+
+
+class FilippovFlows:
+    """Gradient flow on ReLU networks as a Filippov system (solver ``filippov``, default tolerances):
+    gradients to the horizon, and the flow's error (against the same solve at rtol and atol ÷ 100)
+    as a fraction of the GD–flow gap it is meant to resolve, at the final time.
+
+    ``ntk``: width 100, n 20, lr 0.01 to t = 2 (crossings and one-layer sliding);
+    ``relu_mlp``: mlp 784-8-8-2 (relu, mse, 5 examples of digits 0, 1), lr 0.01 to t = 1, where
+    pairs of both hidden layers slide at once.
+    """
+
+    CASES = {
+        "ntk": ("ntk", {"width": 100, "n": 20}, 0.01, 200),
+        "relu_mlp": ("mlp", {"hidden": "8,8", "activation": "relu", "n_train": 5, "classes": "0,1"}, 0.01, 100),
+    }
+    params = (list(CASES),)
+    param_names = ["case"]
+    timeout = 600
+
+    def setup(self, case):
+        name, params, self.lr, self.steps = self.CASES[case]
+        if "filippov" not in gfbench.available_solvers():
+            raise SkipNotImplemented("solver 'filippov' not in this commit")
+        self.problem = make_problem(name, params=params)
+        self.flow = self._solve()
+
+    def _solve(self, **options):
+        return gfbench.run(self.problem, gfbench.get_solver("filippov", **options), lr=self.lr, steps=self.steps,
+                           record_every=self.steps, save_params=True, progress=False)
+
+    def time_solve(self, case):
+        self._solve()
+
+    def track_gradients(self, case):
+        return self.flow.attrs["n_grad_evals"]
+
+    track_gradients.unit = "gradient evaluations"
+
+    def track_error_over_gap(self, case):
+        options = json.loads(self.flow.attrs["solver_options"])
+        tight = self._solve(rtol=options["rtol"] / 100, atol=options["atol"] / 100)
+        gd = gfbench.run(self.problem, "gd", lr=self.lr, steps=self.steps, record_every=self.steps, save_params=True,
+                         progress=False)
+        final = self.flow.theta.values[-1]
+        return float(np.linalg.norm(final - tight.theta.values[-1]) / np.linalg.norm(final - gd.theta.values[-1]))
+
+    track_error_over_gap.unit = "flow error / GD-flow gap"

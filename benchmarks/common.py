@@ -36,12 +36,13 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def make_problem(name, device="cpu", dtype=torch.float64):
-    """The benchmark configuration of ``name`` on ``device``; skipped where this commit lacks it."""
+def make_problem(name, device="cpu", dtype=torch.float64, params=None):
+    """``name`` on ``device`` with ``params`` (default: its benchmark configuration); skipped where
+    this commit lacks it."""
     if name not in gfbench.available_problems():
         raise SkipNotImplemented(f"problem {name!r} not in this commit")
     try:
-        problem = gfbench.get_problem(name, **PROBLEM_CONFIGS[name])
+        problem = gfbench.get_problem(name, **(PROBLEM_CONFIGS[name] if params is None else params))
     except gfbench.ConfigError as error:  # e.g. MNIST files absent on this machine
         raise SkipNotImplemented(str(error))
     return problem.to(require_device(device), dtype)

@@ -159,9 +159,9 @@ class MNISTClassifier(Problem):
         return self.relu_inputs(theta, self.train_x)
 
     def gated_loss(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Cross-entropy with the k-th ReLU's output σ(z) replaced by gates[k]·z."""
+        """The loss (``criterion``) with the k-th ReLU's output σ(z) replaced by gates[k]·z."""
         logits, pre_activations = self._hooked_logits(theta, self.train_x, gates=gates)
-        return F.cross_entropy(logits, self.train_y), pre_activations
+        return self.criterion.function(logits, self.train_y), pre_activations
 
     def _hooked_logits(self, theta: torch.Tensor, x: torch.Tensor,
                        gates: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -135,8 +135,22 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
+def _add_figure_flags(parser, settings, default_out: str) -> None:
+    """The flags every ``reproduce`` figure takes: problem parameters, run settings, output, resume, quiet."""
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="problem parameter applied to every run (repeatable)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (same as --param data_dir=...)")
+    _add_setting_flags(parser, settings)
+    _add_threads_flag(parser)
+    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs already in --out whose stored configuration is this run's")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gfbench.reproduce import FIGURE_SETTINGS
+    from gfbench.reproduce_eos import EOS_SETTINGS
 
     parser = _Parser(prog="gfbench", description="Continuous vs. discrete optimisation of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -156,25 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--var", default=None, help="variable to plot (default: loss, or distance for comparisons)")
     plot.add_argument("--logy", action="store_true", help="logarithmic y axis")
     plot.add_argument("--out", help="PNG path (default: beside the first PATH, named after it and the variable)")
-    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper")
-    reproduce.add_argument("figure", choices=["fig1"], help="fig1: GD at eta0 vs eta0/r and gradient flow")
-    reproduce.add_argument("--net", help="comma list of problems (default: linear_fc,relu_fc at small scale, "
-                                         "and cnn too at paper scale)")
-    reproduce.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
-    reproduce.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
-    reproduce.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
-    reproduce.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
-    reproduce.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                           help="problem parameter applied to every net (repeatable)")
-    reproduce.add_argument("--data-dir", help="folder holding MNIST/raw/ (same as --param data_dir=...)")
-    reproduce.add_argument("--gf-option", action="append", default=[], metavar="KEY=VALUE",
-                           help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
-    _add_setting_flags(reproduce, FIGURE_SETTINGS)
-    _add_threads_flag(reproduce)
-    reproduce.add_argument("--out", default="runs/fig1", help="output folder (default runs/fig1)")
-    reproduce.add_argument("--resume", action="store_true",
-                           help="reuse runs already in --out whose stored configuration is this run's")
-    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure: fig1 (EC21) or eos (edge of stability)")
+    figures = reproduce.add_subparsers(dest="figure", required=True, parser_class=_Parser)
+    fig1 = figures.add_parser("fig1", help="EC21 Figure 1: GD at eta0 vs eta0/r and gradient flow")
+    fig1.add_argument("--net", help="comma list of problems (default: linear_fc,relu_fc at small scale, "
+                                    "and cnn too at paper scale)")
+    fig1.add_argument("--ratios", default="2,5,10,20", help="comma list of step-size ratios r >= 2")
+    fig1.add_argument("--scale", default="small", help="paper (10,000 eta0 iterations) or small (1,000)")
+    fig1.add_argument("--steps", type=int, help="eta0 iterations, overriding --scale (multiple of 100)")
+    fig1.add_argument("--lr", type=float, default=1e-3, help="eta0 (default 0.001, the paper's)")
+    fig1.add_argument("--gf-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="option of the GF reference (repeatable; default rtol=1e-8, atol=1e-10)")
+    _add_figure_flags(fig1, FIGURE_SETTINGS, "runs/fig1")
+    eos = figures.add_parser("eos", help="edge of stability: GD at several step sizes against gf, igr, "
+                                         "second_order, central (and principal where d is small)")
+    eos.add_argument("--scale", default="small", help="small (mlp on 7x7-pooled MNIST, minutes) or full "
+                                                      "(784 inputs, hours)")
+    eos.add_argument("--lrs", help="comma list of GD step sizes, the first the flows' (default: the scale's)")
+    eos.add_argument("--steps", type=int, help="GD steps at the first step size (multiple of 100)")
+    _add_figure_flags(eos, EOS_SETTINGS, "runs/eos")
     bound = commands.add_parser("bound", help="evaluate EC21's bounds on a gradient flow dataset with curvature",
                                 description="Theorem 3's step-size bound eta*(t, eps) from a gf dataset recorded "
                                             "with --curvature-every; Corollary 1 where the problem has global "
@@ -364,13 +378,21 @@ def cmd_plot(args) -> int:
 def cmd_reproduce(args) -> int:
     from gfbench.params import parse_assignments
     from gfbench.reproduce import FIGURE_SETTINGS, RATIO, reproduce_fig1
+    from gfbench.reproduce_eos import EOS_SETTINGS, LR, reproduce_eos
 
-    nets = None if args.net is None else _split(args.net, "--net")
-    result = reproduce_fig1(args.out, nets=nets, scale=args.scale, steps=args.steps,
-                            ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
-                            lr=args.lr, params=_problem_params(args),
-                            gf_options=parse_assignments(args.gf_option, "--gf-option") or None, resume=args.resume,
-                            progress=not args.quiet, threads=args.threads, **_given_settings(args, FIGURE_SETTINGS))
+    if args.figure == "eos":
+        lrs = None if args.lrs is None else [LR.check(lr, text=True) for lr in _split(args.lrs, "--lrs")]
+        result = reproduce_eos(args.out, scale=args.scale, lrs=lrs, steps=args.steps, params=_problem_params(args),
+                               resume=args.resume, progress=not args.quiet, threads=args.threads,
+                               **_given_settings(args, EOS_SETTINGS))
+    else:
+        nets = None if args.net is None else _split(args.net, "--net")
+        result = reproduce_fig1(args.out, nets=nets, scale=args.scale, steps=args.steps,
+                                ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
+                                lr=args.lr, params=_problem_params(args),
+                                gf_options=parse_assignments(args.gf_option, "--gf-option") or None,
+                                resume=args.resume, progress=not args.quiet, threads=args.threads,
+                                **_given_settings(args, FIGURE_SETTINGS))
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK

@@ -17,48 +17,62 @@ g_k ∇z_k + z_k ∇g_k, and g_k does not depend on the gates of its own layer).
 ż_S = w(1) + K diag(g_S)(1 − α), K = J_S J_Sᵀ, and α solves the box complementarity problem:
 α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0. Exact for the ntk
 problem and whenever the sliding pairs lie in one ReLU layer (e.g. the first layer of relu_fc).
-Limits: pairs of different layers sliding at once are coupled multilinearly (∇z_k of a deeper pair
-depends on earlier gates), and the linearisation at α = 1 used then is only first-order accurate:
-the solve may contradict a crossing just observed, which is then taken as a plain crossing, and
-the flow can chatter between events (relu_fc with n_train=5 stalls near t = 0.05); max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
+Pairs of different layers sliding at once are coupled multilinearly (∇z_k of a deeper pair depends
+on shallower gates, g_k of a shallower pair on deeper ones): there a quasi-Newton iteration on the
+exact ż(α) solves the same complementarity problem (``FilippovSwitching.field_with``), at a few
+gradient evaluations per field evaluation.
+Limits: max-pooling (cnn arch=lenet5) switches are not switching functions, so there the field
 between events is not smooth and only the step control handles them; a pair that crosses zero and
-back within one step goes unseen.
+back within one step goes unseen; with several layers sliding the complementarity problem need not
+have a unique solution (its matrix need not be a P-matrix), and the one continued from the
+previous evaluation is taken.
 """
 from __future__ import annotations
 
 import torch
 
+from .ode import FlowUndefined
+
 #: Most pivots of the complementarity solve; a P-matrix problem of size s needs at most ~2s.
 MAX_PIVOTS = 1000
+#: Newton steps of the equivalent control of sliding pairs in several layers, and the change
+#: of α (absolute) below which it has settled.
+MAX_NEWTON = 40
+NEWTON_TOL = 1e-11
+#: Newton steps that keep the previous evaluation's Jacobian before computing it afresh.
+CHORD_STEPS = 4
 
 
-class SlidingSolveFailed(ArithmeticError):
-    """The equivalent-control complementarity problem found no solution (its matrix is not a P-matrix)."""
+class SlidingSolveFailed(FlowUndefined):
+    """No equivalent control was found (the complementarity matrix is not a P-matrix, or the
+    several-layer iteration did not settle): the run ends with status solver_failed."""
 
 
-def equivalent_control(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-    """α ∈ [0, 1]^s for ż(α) = ``velocity_on`` + ``gram`` diag(``signal``) (1 − α) (see the module docstring).
+def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """α ∈ [0, 1]^s solving the box complementarity problem for ż(α) = ``velocity_on`` + ``matrix`` (1 − α):
+    α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0 (module docstring;
+    for one ReLU layer ``matrix`` = K diag(g)).
 
-    Pairs couple only through nonzero entries of ``gram`` (on ntk, pairs of one hidden unit), so
+    Pairs couple only through nonzero entries of ``matrix`` (on ntk, pairs of one hidden unit), so
     each connected block is solved on its own by ``_solve_block``.
     """
     alpha = torch.empty_like(velocity_on)
-    blocks = _coupled_blocks(gram)
+    blocks = _coupled_blocks(matrix)
     single = torch.cat([block for block in blocks if len(block) == 1] + [blocks[0][:0]])
-    # One pair alone: ż = v + m β with m = gram·signal; β = −v/m clipped to [0, 1] if it attracts
-    # (m > 0), else it goes to the side its velocity points to.
-    v, m = velocity_on[single], gram[single, single] * signal[single]
+    # One pair alone: ż = v + m β; β = −v/m clipped to [0, 1] if it attracts (m > 0), else it
+    # goes to the side its velocity points to.
+    v, m = velocity_on[single], matrix[single, single]
     beta = torch.where(m > 0, (-v / torch.where(m > 0, m, 1.0)).clamp(0, 1), (v < 0).to(v.dtype))
     alpha[single] = 1 - beta
     for block in blocks:
         if len(block) > 1:
-            alpha[block] = _solve_block(velocity_on[block], gram[block][:, block], signal[block])
+            alpha[block] = _solve_block(velocity_on[block], matrix[block][:, block])
     return alpha
 
 
-def _coupled_blocks(gram: torch.Tensor) -> list[torch.Tensor]:
-    """Index sets of the connected components of the graph with edges where gram ≠ 0."""
-    coupled = (gram != 0).cpu().numpy()
+def _coupled_blocks(matrix: torch.Tensor) -> list[torch.Tensor]:
+    """Index sets of the connected components of the graph with edges where matrix or its transpose ≠ 0."""
+    coupled = ((matrix != 0) | (matrix.T != 0)).cpu().numpy()
     unassigned, blocks = set(range(len(coupled))), []
     while unassigned:
         frontier = [unassigned.pop()]
@@ -68,23 +82,22 @@ def _coupled_blocks(gram: torch.Tensor) -> list[torch.Tensor]:
             unassigned -= reached
             frontier = list(reached)
             block += frontier
-        blocks.append(torch.tensor(sorted(block), dtype=torch.long, device=gram.device))
+        blocks.append(torch.tensor(sorted(block), dtype=torch.long, device=matrix.device))
     return blocks
 
 
-def _solve_block(velocity_on: torch.Tensor, gram: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """The box complementarity problem of ``equivalent_control`` for one coupled block.
 
     Least-index principal pivoting (Murty) on the box problem in β = 1 − α: each pair is free
     (ż_k = 0), on (β_k = 0) or off (β_k = 1), and one violated condition, the lowest-indexed, is
-    switched per pivot. A pair with signal_k ≤ 0 cannot slide (ż_k grows with its own β_k, so its
-    surface does not attract from both sides): it is only ever on or off. Unique when gram is
-    positive definite and signal > 0 (a P-matrix); raises SlidingSolveFailed after MAX_PIVOTS pivots.
+    switched per pivot. A pair with matrix_kk ≤ 0 cannot slide (ż_k grows with its own β_k, so its
+    surface does not attract from both sides): it is only ever on or off. Unique when ``matrix`` is a
+    P-matrix (one layer: K positive definite and g > 0); raises SlidingSolveFailed after MAX_PIVOTS pivots.
     """
-    matrix = gram * signal[None, :]
     size = len(velocity_on)
     slack = 1e-12 * (velocity_on.abs().max() + matrix.abs().max())
-    attracting = signal > 0
+    attracting = matrix.diagonal() > 0
     free_state, on_state, off_state = 0, 1, 2
     state = torch.where(attracting, free_state, on_state)
     for _ in range(MAX_PIVOTS):
@@ -123,42 +136,124 @@ class FilippovSwitching:
         self.problem = field.problem
         switching = [z.detach() for z in self.problem.switching_functions(theta0)]
         self.shapes = [z.shape for z in switching]
+        self.sizes = [shape.numel() for shape in self.shapes]
+        self.layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(theta0.device)
         z = torch.cat([item.reshape(-1) for item in switching])
         self.gates = (z > 0).to(theta0.dtype)
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.band = torch.zeros_like(z)
-        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.cat([z.reshape(-1) for z in self.problem.switching_functions(theta)])
 
-    def field_with(self, theta: torch.Tensor, sliding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α)."""
+    def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, warm: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α, ∂ż_S/∂α there).
+
+        One evaluation at α = 1 gives F(1), ż(1) and ∂ż/∂α = −K diag(g), in which ż is affine
+        when the sliding pairs lie in one ReLU layer. Otherwise ż(α) is multilinear in α (a deeper
+        pair's ∇z depends on shallower gates, a shallower pair's g on deeper ones) and Newton's
+        method on the box problem of the model ż(α') ≈ ż(α) + M(α' − α) refines α; a fixed point
+        solves the exact problem. M is the exact Jacobian ∂ż/∂α (autograd through the gates:
+        several gradients' cost), except that from ``warm`` = (α, M) at a nearby θ with the same
+        sliding set the first CHORD_STEPS steps keep that M and evaluate only ż(α).
+        Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
+        """
+        multilayer = self.layer_of[sliding].unique().numel() > 1
+        if warm is not None and multilayer:
+            (alpha, slope), chord_steps = warm, CHORD_STEPS
+        else:
+            velocity, zdot, jacobian, signal = self._evaluate(
+                theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
+            if len(sliding) == 0:
+                return velocity, signal, signal
+            slope = -(jacobian @ jacobian.T) * signal[None, :]
+            alpha = equivalent_control(zdot, -slope)
+            if not multilayer:
+                return velocity + jacobian.T @ (signal * (1 - alpha)), alpha, slope
+            chord_steps = 0
+        for iteration in range(MAX_NEWTON):
+            if iteration < chord_steps:
+                velocity, zdot, _, _ = self._evaluate(theta, sliding, alpha)
+            else:
+                velocity, zdot, slope = self._exact_slope(theta, sliding, alpha)
+            # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
+            updated = equivalent_control(zdot + slope @ (1 - alpha), -slope)
+            if (updated - alpha).abs().max() <= NEWTON_TOL:
+                return velocity, alpha, slope
+            alpha = updated
+        raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
+                                 f"did not settle in {MAX_NEWTON} Newton steps")
+
+    def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g)."""
         gates = self.gates.clone()
-        gates[sliding] = 1.0
-        sizes = [shape.numel() for shape in self.shapes]
+        gates[sliding] = alpha
         with torch.enable_grad():
             leaf = theta.detach().requires_grad_(True)
-            loss, switching = self.problem.gated_loss(
-                leaf, [gate.view(shape) for gate, shape in zip(torch.split(gates, sizes), self.shapes)])
+            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
             grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
             self.field.n_evals += 1
             velocity = -grads[0]
             if len(sliding) == 0:
-                return velocity, sliding.to(theta.dtype)
-            signal = torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
-            selector = torch.zeros(len(sliding), self.gates.numel(), dtype=theta.dtype, device=theta.device)
-            selector[torch.arange(len(sliding)), sliding] = 1.0
-            outputs = [block.reshape(len(sliding), *shape)
-                       for block, shape in zip(torch.split(selector, sizes, dim=1), self.shapes)]
-            (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True)
-        alpha = equivalent_control(jacobian @ velocity, jacobian @ jacobian.T, signal)
-        return velocity + jacobian.T @ (signal * (1 - alpha)), alpha
+                empty = sliding.to(theta.dtype)
+                return velocity, empty, empty, empty
+            jacobian = self._switching_jacobian(switching, leaf, sliding)
+        return velocity, jacobian @ velocity, jacobian, torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
+
+    def _exact_slope(self, theta: torch.Tensor, sliding: torch.Tensor,
+                     alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """F(α), ż_S(α) and its exact Jacobian ∂ż_S/∂α (rows: pairs), by autograd through the gates."""
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            alpha_leaf = alpha.detach().requires_grad_(True)
+            gates = self.gates.index_put((sliding,), alpha_leaf)
+            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+            self.field.n_evals += 1
+            jacobian = self._switching_jacobian(switching, leaf, sliding, create_graph=True)
+            zdot = -(jacobian @ gradient)
+            identity = torch.eye(len(sliding), dtype=theta.dtype, device=theta.device)
+            (slope,) = torch.autograd.grad(zdot, alpha_leaf, grad_outputs=identity, is_grads_batched=True)
+        return -gradient.detach(), zdot.detach(), slope
+
+    def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g)."""
+        gates = self.gates.clone()
+        gates[sliding] = alpha
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+            grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
+            self.field.n_evals += 1
+            velocity = -grads[0]
+            if len(sliding) == 0:
+                return velocity, sliding.to(theta.dtype), sliding.to(theta.dtype), sliding.to(theta.dtype)
+            jacobian = self._switching_jacobian(switching, leaf, sliding)
+        return velocity, jacobian @ velocity, jacobian, torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
+
+    def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
+        return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]
+
+    def _switching_jacobian(self, switching: list[torch.Tensor], leaf: torch.Tensor, sliding: torch.Tensor,
+                            create_graph: bool = False) -> torch.Tensor:
+        """J_S = ∂z_S/∂θ (rows: the pairs ``sliding``), by one batched backward pass."""
+        selector = torch.zeros(len(sliding), self.gates.numel(), dtype=leaf.dtype, device=leaf.device)
+        selector[torch.arange(len(sliding)), sliding] = 1.0
+        outputs = [block.reshape(len(sliding), *shape)
+                   for block, shape in zip(torch.split(selector, self.sizes, dim=1), self.shapes)]
+        (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True,
+                                          retain_graph=create_graph, create_graph=create_graph)
+        return jacobian
 
     def rhs(self, theta: torch.Tensor) -> torch.Tensor:
-        velocity, alpha = self.field_with(theta, self.sliding)
-        self._cached = (theta, alpha)
+        velocity, alpha, slope = self.field_with(theta, self.sliding,
+                                                 None if self._cached is None else self._cached[1:])
+        self._cached = (theta, alpha, slope)
         return velocity
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
@@ -183,14 +278,14 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = (signed < 0).nonzero().flatten()
         candidates = torch.cat([self.sliding, crossed])
-        _, alpha = self.field_with(theta, candidates)
+        _, alpha, _ = self.field_with(theta, candidates)
         sliding = (alpha > 0) & (alpha < 1)
         was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
         was_sliding[:len(self.sliding)] = True
         self.sliding_entries += int((sliding & ~was_sliding).sum())
         self.sliding_exits += int((~sliding & was_sliding).sum())
-        # A crossed pair that the solve would keep on its old side has crossed all the same: the
-        # solve is exact only for sliding pairs of one layer, and trusting it here would stop time.
+        # A crossed pair that the solve would keep on its old side has crossed all the same (it
+        # grazed its surface, ż ≈ 0 within round-off): trusting the solve here would stop time.
         old_gates = self.gates[candidates]
         kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))

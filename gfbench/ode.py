@@ -126,10 +126,14 @@ class _Trajectory:
         else:
             event = True
             while event:
-                time, y, event = self.solver.advance_until(target, self.switching.events,
-                                                           EVENT_TIME_TOL * max(1.0, target))
+                try:  # the event functions and the switch evaluate the field outside torchdiffeq's calls
+                    time, y, event = self.solver.advance_until(target, self.switching.events,
+                                                               EVENT_TIME_TOL * max(1.0, target))
+                    if event:
+                        self.switching.switch(y)
+                except FlowUndefined as error:
+                    raise SolverFailure(f"{error} (at t={self.solver.time:.6g})", self.solver.time) from None
                 if event:
-                    self.switching.switch(y)
                     self.solver.restart(time, y)
         return self.to_theta(y)
 

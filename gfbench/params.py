@@ -91,7 +91,7 @@ class Param:
     type: type
     default: Any
     help: str
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | tuple[int, ...] | None = None
     bounds: Bounds | None = None
     requirement: str | None = None
 
@@ -100,7 +100,7 @@ class Param:
         default = "auto" if self.default is None else repr(self.default)
         extra = ""
         if self.choices:
-            extra = ", one of " + "|".join(self.choices)
+            extra = ", one of " + "|".join(map(str, self.choices))
         elif self.bounds:
             extra = f", {self.bounds}"
         return f"{self.name} ({self.type.__name__}, default {default}{extra}): {self.help}"
@@ -110,7 +110,7 @@ class Param:
         if self.requirement is not None:
             return self.requirement
         if self.choices is not None:
-            return f"be one of {', '.join(self.choices)}"
+            return f"be one of {', '.join(map(str, self.choices))}"
         if self.type is float:
             bounded = self.bounds is not None and None not in (self.bounds.low, self.bounds.high)
             kind = "a number" if bounded else "a finite number"
@@ -159,8 +159,8 @@ class Param:
         if self.choices is not None and value not in self.choices:
             if whole:
                 refuse("")
-            raise ConfigError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}"
-                              + suggest(str(value), self.choices))
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
+                              + suggest(str(value), tuple(map(str, self.choices))))
         if self.bounds is not None and not self.bounds.contains(value):
             refuse(f"be {self.bounds}")
         return value

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import xarray as xr
 from tqdm.auto import tqdm
@@ -80,16 +80,11 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     (``gfbench.spec.reusable``) is read instead of run again (paper scale is hours of CPU; an
     interrupted reproduction keeps its finished runs).
     """
-    check_setting_names(settings, "setting of the figure's runs")
-    fixed = sorted(set(settings) - set(FIGURE_SETTINGS))
-    if fixed:
-        raise ConfigError(f"the figure sets {', '.join(fixed)} itself; settings allowed: {', '.join(FIGURE_SETTINGS)}")
+    check_figure_settings(settings, FIGURE_SETTINGS)
     requested_threads(threads)
     scale = SCALE.check(scale)
     nets = DEFAULT_NETS[scale] if nets is None else nets
-    steps = SCALES[scale] if steps is None else ITERATIONS.check(steps)
-    if steps % CHECKPOINTS:
-        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    steps = SCALES[scale] if steps is None else check_checkpoint_steps(steps)
     ratios = [RATIO.check(r) for r in ratios]
     known = available_problems()
     for net in nets:
@@ -111,20 +106,10 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     if progress:
         for net in nets:
             tqdm.write(_cost_line(problems[net], steps * (1 + sum(ratios)), settings, threads))
-    runs: dict[str, dict[str, xr.Dataset]] = {net: {} for net in nets}
-    jobs = [(net, label, stem) for net in nets for label, stem, _, _ in plan]
-    for net, label, stem in tqdm(jobs, desc="figure 1 runs", disable=not progress):
-        spec, path = specs[net, label], out / f"{net}-{stem}.nc"
-        runs[net][label] = _finished(path, spec) if resume else None
-        if runs[net][label] is None:
-            try:
-                runs[net][label] = run(spec.problem, spec.solver, progress=progress, threads=threads, **spec.settings)
-            except RunInterrupted as interrupted:  # keep the prefix; --resume runs it again
-                save(interrupted.dataset, path)
-                raise
-            save(runs[net][label], path)
-        elif progress:
-            tqdm.write(f"reusing {path} (same configuration, finished)")
+    done = run_plan([((net, label), specs[net, label], out / f"{net}-{stem}.nc")
+                     for net in nets for label, stem, _, _ in plan], resume=resume, progress=progress,
+                    desc="figure 1 runs", threads=threads)
+    runs = {net: {label: done[net, label] for label, _, _, _ in plan} for net in nets}
 
     comparisons = {}
     for net in nets:
@@ -152,6 +137,46 @@ def _cost_line(problem, gradients: int, settings: dict[str, Any], threads: int |
         each = (time.perf_counter() - started) / COST_PROBES
     return (f"{problem.name}: {gradients:,} GD gradients, about {gradients * each / 60:.1f} min at "
             f"{1e3 * each:.2f} ms each (measured), plus GF")
+
+
+def check_checkpoint_steps(steps: Any) -> int:
+    """``steps`` if it is a positive multiple of CHECKPOINTS (the checkpoint grid), else ConfigError."""
+    steps = ITERATIONS.check(steps)
+    if steps % CHECKPOINTS:
+        raise ConfigError(f"steps must be a positive multiple of {CHECKPOINTS} (the checkpoint grid), got {steps}")
+    return steps
+
+
+def check_figure_settings(settings: dict[str, Any], allowed: Sequence[str]) -> None:
+    """ConfigError unless every key of ``settings`` is a run setting among ``allowed`` (the figure sets the others)."""
+    check_setting_names(settings, "setting of the figure's runs")
+    fixed = sorted(set(settings) - set(allowed))
+    if fixed:
+        raise ConfigError(f"the figure sets {', '.join(fixed)} itself; settings allowed: {', '.join(allowed)}")
+
+
+def run_plan(jobs: Sequence[tuple[Hashable, RunSpec, Path]], *, resume: bool, progress: bool,
+             desc: str, threads: int | None = None) -> dict[Hashable, xr.Dataset]:
+    """Run each (key, spec, path) job and save its dataset at path; the datasets by key.
+
+    ``threads``: each run's torch thread count (``gfbench.run``'s). With ``resume``, a file at path
+    that passes the resume rule for spec is read instead. An
+    interrupted run saves its prefix (status ``interrupted``, so a resume runs it again) and
+    re-raises.
+    """
+    runs = {}
+    for key, spec, path in tqdm(jobs, desc=desc, disable=not progress):
+        runs[key] = _finished(path, spec) if resume else None
+        if runs[key] is None:
+            try:
+                runs[key] = run(spec.problem, spec.solver, progress=progress, threads=threads, **spec.settings)
+            except RunInterrupted as interrupted:
+                save(interrupted.dataset, path)
+                raise
+            save(runs[key], path)
+        elif progress:
+            tqdm.write(f"reusing {path} (same configuration, finished)")
+    return runs
 
 
 def _finished(path: Path, spec: RunSpec) -> xr.Dataset | None:

@@ -156,6 +156,11 @@ class AdaptiveRungeKutta:
             self._start = None
         return self._solver._advance(torch.tensor(t, dtype=torch.float64, device=self._device))
 
+    @property
+    def time(self) -> float:
+        """The time the integration has reached."""
+        return self._now
+
     def _dense(self, t: float) -> torch.Tensor:
         state = self._solver.rk_state
         if t == float(state.t1):

@@ -53,7 +53,7 @@ class FullyConnected(MNISTClassifier):
         weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         examples = self.params["n_train"] + self.params["n_test"]
         # θ and its gradient; the inputs; every layer's activations and their gradients in one evaluation
-        return FLOAT64 * (2 * weights + examples * 784 + 3 * examples * sum(widths[1:]))
+        return FLOAT64 * (2 * weights + examples * widths[0] + 3 * examples * sum(widths[1:]))
 
     def make_module(self) -> nn.Module:
         widths = self.widths()

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gfbench.classifier import (ACTIVATION_PARAM, ACTIVATIONS, CLASSIFIER_PARAMETERS, LOSS_PARAM, RELU_FLOW_TOLERANCES,
                                 torch_default_init_)
@@ -16,6 +17,8 @@ from .fully_connected import FullyConnected
 
 ALL_DIGITS = ",".join(map(str, range(10)))
 NORMALIZATIONS = ("standard", "feature", "none")
+#: Pooling factors s that divide MNIST's 28 × 28 images: inputs of (28/s)² pixels.
+POOLS = (1, 2, 4, 7, 14)
 
 
 def parse_classes(text: str, owner: str) -> tuple[int, ...]:
@@ -33,7 +36,8 @@ def parse_classes(text: str, owner: str) -> tuple[int, ...]:
 class MLP(FullyConnected):
     """h_θ(x) = W_L σ(⋯ σ(W_1 x + b_1) ⋯) + b_L on flattened MNIST, full batch, f(θ) = (1/n) Σ_i ℓ(h_θ(x_i), y_i).
 
-    Widths 784-``hidden``-C with C = the number of ``classes``: the n training examples are taken
+    Widths P-``hidden``-C with P = (28/s)² inputs, the images average-pooled over s × s blocks
+    (``pool`` s, 1: the 784 pixels), C = the number of ``classes``: the n training examples are taken
     among those digits (EC21's every-50th rule within them, else the first n) and labelled
     y = the digit's position in ``classes`` (0..C−1). ℓ (``loss``): ``ce`` cross-entropy, or
     ``mse`` ½‖h_θ(x) − e_y‖² with one-hot targets e_y ∈ R^C, the convention of the edge-of-stability
@@ -61,6 +65,8 @@ class MLP(FullyConnected):
         Param("init", str, "torch", "torch: PyTorch's default Linear init; xavier: Xavier-uniform weights",
               choices=("torch", "xavier")),
         Param("classes", str, ALL_DIGITS, "digits to classify, increasing, comma separated (labels 0..C-1)"),
+        Param("pool", int, 1, "average-pool the 28x28 images over s x s blocks: (28/s)^2 inputs",
+              choices=POOLS),
         Param("normalize", str, "standard", "inputs: standard (torchvision mean/std), feature (per pixel), "
               "none (pixel/255)", choices=NORMALIZATIONS),
         *CLASSIFIER_PARAMETERS,
@@ -75,6 +81,10 @@ class MLP(FullyConnected):
         """The ReLU networks' tolerances with ``activation=relu`` (the gradient jumps), else the generic ones."""
         return RELU_FLOW_TOLERANCES if self.params["activation"] == "relu" else {}
 
+    def widths(self) -> list[int]:
+        """Layer widths: (28/pool)² inputs, the hidden widths, C outputs."""
+        return [(28 // self.params["pool"]) ** 2, *super().widths()[1:]]
+
     @property
     def classes(self) -> tuple[int, ...]:
         return parse_classes(self.params["classes"], self.name)
@@ -85,7 +95,7 @@ class MLP(FullyConnected):
 
     def _inputs(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         pixels, labels = mnist_pixels(split, n, self.data_dir, self.classes)
-        pixels = pixels.flatten(1)
+        pixels = F.avg_pool2d(pixels, self.params["pool"]).flatten(1)
         if split == "train":  # read first (MNISTClassifier.build): the statistics of the test inputs too
             self.input_shift, self.input_scale = self._normalization(pixels)
         return (pixels - self.input_shift) / self.input_scale, labels

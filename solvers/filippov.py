@@ -14,8 +14,9 @@ class Filippov(FlowSolver):
     the pattern switches there, and the integration restarts. Where both one-sided fields point
     into a surface z_k = 0 the flow slides on it with the ReLU derivative replaced by α_k ∈ [0, 1]
     chosen so that dz_k/dt = 0: the η → 0 limit of GD, which zig-zags across it. See
-    ``gfbench.filippov`` for the maths and its limits (exact for ntk and for sliding pairs of one
-    ReLU layer). Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008; Filippov (1988).
+    ``gfbench.filippov`` for the maths and its limits (the equivalent control is solved exactly,
+    in closed form within one ReLU layer and by Newton's method across layers).
+    Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008; Filippov (1988).
 
     On a problem without switching functions (``Problem.switching_functions`` empty) it is ``gf``
     itself: same steps, values and gradient counts. Same options and tolerances as ``gf``; the

@@ -21,6 +21,7 @@ Q = ["--problem", "quadratic", "--solver", "gd"]
 QF = ["--problem", "quadratic", "--solver", "gf"]
 SWEEP = ["sweep", "--problem", "quadratic", "--solver", "gd", "--steps", "2"]
 FIG = ["reproduce", "fig1", "--net", "deep_linear", "--steps", "100"]
+EOS = ["reproduce", "eos", "--steps", "100"]
 
 RUN_CASES = [
     # names
@@ -104,6 +105,11 @@ REPRODUCE_CASES = [
     [*FIG, "--seed", "-1"], [*FIG, "--param", "nope=1"], [*FIG, "--gf-option", "rtol=x"],
     [*FIG, "--gf-option", "order=2"], [*FIG, "--curvature-every", "0"], [*FIG, "--out", ""],
     [*FIG, "--out", "text.txt"], [*FIG, "--threads", "0"], [*FIG, "--threads", "-1"], [*FIG, "--threads", "x"],
+    ["reproduce", "eos", "extra"], [*EOS, "--lrs", "x"], [*EOS, "--lrs", "0"], [*EOS, "--lrs", "-0.1"],
+    [*EOS, "--lrs", "0.2,0.2"], [*EOS, "--lrs", "0.2,,0.3"], [*EOS, "--lrs", "0.2,0.3"], [*EOS[:2], "--steps", "150"],
+    [*EOS[:2], "--steps", "0"], [*EOS, "--scale", "huge"], [*EOS, "--curvature-every", "1"], [*EOS, "--ratios", "2"],
+    [*EOS, "--param", "pool=3"], [*EOS, "--param", "nope=1"], [*EOS, "--seed", "-1"], [*EOS, "--dtype", "float16"],
+    [*EOS, "--out", "text.txt"], [*EOS, "--out", ""],
 ]
 
 READ_CASES = [

@@ -4,8 +4,8 @@ import torch
 from curvature_problems import TanhRegression
 
 import gfbench
-from gfbench.curvature import (DENSE_MAX_DIM, HVP_METHODS, HessianOperator, MatrixOperator, dense_eigenpairs,
-                               dense_hessian, lanczos)
+from gfbench.curvature import (DENSE_MAX_DIM, HVP_METHODS, CastOperator, HessianOperator, MatrixOperator,
+                               certified_lanczos, dense_eigenpairs, dense_hessian, lanczos)
 
 
 def problems():
@@ -106,6 +106,71 @@ def test_lanczos_one_end(which, expected):
     values = torch.linspace(-3.0, 2.0, 300, dtype=torch.float64)
     result = lanczos(MatrixOperator((q * values) @ q.T), k=2, which=which, tol=1e-9)
     assert torch.allclose(result.eigenvalues, values[expected], rtol=1e-8, atol=0)
+
+
+def _spectrum_matrix(values: torch.Tensor, seed: int) -> torch.Tensor:
+    """Q diag(values) Qᵀ with Q a random orthogonal matrix."""
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    return (q * values) @ q.T
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("spectrum", ["low_rank", "indefinite"])
+def test_lanczos_matches_eigvalsh_on_low_rank_and_indefinite_matrices_cold_and_warm(spectrum, k):
+    """Rank 12 of n = 400 (the Krylov space turns invariant: deflated directions restart it) and an
+    indefinite spectrum crowded at λmin (hundreds of products, where one Gram–Schmidt pass per
+    product loses orthogonality); then a nearby matrix, warm-started from the first solve."""
+    generator = torch.Generator().manual_seed(7)
+    n = 400
+    if spectrum == "low_rank":
+        values = torch.zeros(n, dtype=torch.float64)
+        values[:12] = torch.linspace(-0.128, 3.0, 12, dtype=torch.float64)
+    else:
+        values = torch.logspace(-1.7, 0, n, dtype=torch.float64) - 0.1
+    matrix = _spectrum_matrix(values, 3)
+    perturbation = 1e-3 * _spectrum_matrix(torch.randn(n, generator=generator, dtype=torch.float64), 4)
+    tol, start = 1e-9, None
+    for current in (matrix, matrix + perturbation):
+        exact = torch.linalg.eigvalsh(current)
+        result = lanczos(MatrixOperator(current), k=k, tol=tol, seed=2, v0=start)
+        start = result.eigenvectors
+        assert result.converged and result.iterations < n
+        norm = float(exact.abs().max())
+        assert torch.allclose(result.eigenvalues, torch.cat([exact[:k], exact[-k:]]), rtol=0, atol=tol * norm)
+        assert torch.allclose(start.T @ start, torch.eye(2 * k, dtype=torch.float64), rtol=0, atol=1e-10)
+        true_residuals = torch.linalg.vector_norm(current @ start - start * result.eigenvalues, dim=0)
+        assert float(true_residuals.max()) <= 2 * tol * norm
+
+
+def test_certified_lanczos_on_float32_products_meets_the_float64_stopping_rule():
+    problem, theta = _lanczos_cases()["tanh_regression"]
+    hessian = dense_hessian(problem, theta)
+    exact = torch.linalg.eigvalsh(hessian)
+    fast = CastOperator(HessianOperator(problem.to(dtype=torch.float32), theta.float()), torch.float64)
+    reference = HessianOperator(problem, theta)
+    tol, norm = 1e-6, float(exact.abs().max())
+    result = certified_lanczos(fast, reference, tol=tol, seed=0)
+    assert result.converged and reference.n_matvec == 2 and result.iterations == fast.n_matvec + 2
+    assert torch.allclose(result.eigenvalues, exact[[0, -1]], rtol=0, atol=tol * norm)
+    vectors = result.eigenvectors
+    true_residuals = torch.linalg.vector_norm(hessian @ vectors - vectors * result.eigenvalues, dim=0)
+    assert torch.allclose(result.residuals, true_residuals, rtol=1e-6, atol=0)
+    assert float(true_residuals.max()) <= tol * norm
+
+
+def test_certified_lanczos_falls_back_to_the_exact_operator():
+    """A fast operator 1e-4·‖H‖ off converges to wrong pairs; the check sends the solve to ``exact``."""
+    values = torch.linspace(-1.0, 2.0, 300, dtype=torch.float64)
+    matrix = _spectrum_matrix(values, 5)
+    off = matrix + 2e-4 * _spectrum_matrix(torch.randn(300, generator=torch.Generator().manual_seed(6),
+                                                       dtype=torch.float64), 7)
+    fast, exact = MatrixOperator(off), MatrixOperator(matrix)
+    result = certified_lanczos(fast, exact, k=2, tol=1e-6, seed=1)
+    assert exact.n_matvec > 4 and result.iterations == fast.n_matvec + exact.n_matvec
+    assert result.converged and torch.allclose(result.eigenvalues, values[[0, 1, -2, -1]], rtol=0, atol=2e-6)
+    unconverged = certified_lanczos(fast, exact, tol=1e-6, max_iter=3)
+    assert not unconverged.converged and unconverged.iterations == 3
 
 
 def test_lanczos_warm_start_needs_fewer_products():

@@ -5,6 +5,7 @@ import torch
 
 import gfbench
 from gfbench.curvature import CurvatureRecorder, cumulative_integral
+from gfbench.curvature.recorder import FLOAT32_MIN_DIM
 
 
 def test_cumulative_integral_is_exact_for_piecewise_linear_values():
@@ -110,3 +111,20 @@ def test_unconverged_eigensolves_are_stored_as_nan_counted_and_warned():
     assert (ds.hessian_eig_residual.values[evaluated] > 1e-6 * 2.0).all()  # the miss stays visible
     assert ds.attrs["curvature_unconverged"] == 3 == ds.attrs["curvature_evaluations"]
     assert np.isnan(ds.curvature_integral.values).all()
+
+
+def test_float32_products_certified_in_float64_give_the_float64_eigenvalues():
+    problem = gfbench.get_problem("deep_linear", input_dim=5, width=6, output_dim=2, init="gaussian", init_std=0.5)
+    runs = {float32: gfbench.run(problem, "gd", lr=0.05, steps=20, record_every=5, save_params=True, progress=False,
+                                 recorders=[CurvatureRecorder(problem.dim, 0.05, float32=float32, final_index=4)])
+            for float32 in (True, False)}
+    assert runs[True].attrs["curvature_float32_products"] == 1 and runs[False].attrs["curvature_float32_products"] == 0
+    for index in range(5):
+        exact = torch.linalg.eigvalsh(torch.func.hessian(problem.loss)(torch.as_tensor(runs[True].theta.values[index])))
+        scale = float(exact.abs().max())
+        for ds in runs.values():
+            assert abs(ds.hessian_min_eig.values[index] - float(exact[0])) <= 1e-6 * scale
+            assert abs(ds.hessian_max_eig.values[index] - float(exact[-1])) <= 1e-6 * scale
+            assert ds.hessian_eig_residual.values[index] <= 1e-6 * scale
+    assert not CurvatureRecorder(problem.dim, 0.05, float32=True, tol=1e-9).float32  # below float32's reach
+    assert [CurvatureRecorder(dim, 0.05).float32 for dim in (FLOAT32_MIN_DIM - 1, FLOAT32_MIN_DIM)] == [False, True]

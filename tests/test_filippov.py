@@ -11,6 +11,7 @@ import torch
 import gfbench
 from gfbench.filippov import equivalent_control
 from gfbench.problem import Problem
+from zoo_support import requires_mnist
 
 COSINE = 0.6  # x1·x2
 INPUTS = torch.tensor([[1.0, 0.0], [COSINE, 0.8]], dtype=torch.float64)
@@ -100,7 +101,7 @@ def test_equivalent_control_solves_the_box_complementarity_problem(seed):
     gram = inputs @ inputs.T + 0.1 * torch.eye(4, dtype=torch.float64)
     signal = torch.rand(4, generator=generator, dtype=torch.float64) + 0.1
     velocity_on = torch.randn(4, generator=generator, dtype=torch.float64)
-    alpha = equivalent_control(velocity_on, gram, signal)
+    alpha = equivalent_control(velocity_on, gram * signal[None, :])
     _box_complementarity_holds(alpha, velocity_on, gram, signal)
     # the P-matrix problem has one solution: no other choice of free/on/off pairs satisfies it
     solutions = 0
@@ -153,3 +154,125 @@ def test_smooth_problems_run_exactly_as_gf(problem, params, lr, steps):
     for key in ("n_grad_evals", "nfe", "n_steps_accepted", "n_steps_rejected"):
         assert runs[0].attrs[key] == runs[1].attrs[key]
     assert "n_sliding_entries" not in runs[1].attrs
+
+
+# --- several ReLU layers sliding at once (MNIST perceptrons) ---------------------------------
+
+SMALL_RELU_MLP = dict(hidden="8,8", activation="relu", n_train=5, classes="0,1")
+
+
+@requires_mnist
+@pytest.mark.parametrize("name, params", [
+    ("relu_fc", dict(n_train=6, hidden="5,4")),
+    ("mlp", dict(SMALL_RELU_MLP, loss="mse")),
+    ("mlp", dict(SMALL_RELU_MLP, loss="ce", bias=False)),
+    ("cnn", dict(n_train=4, loss="mse")),
+])
+def test_gated_loss_with_the_activation_pattern_is_the_loss(mnist_env, name, params):
+    """gated_loss(θ, D = 1{z > 0}) is f(θ), with the same gradient, for every ReLU classifier and loss."""
+    problem = gfbench.get_problem(name, **params)
+    theta = problem.init(3)
+    switching = problem.switching_functions(theta)
+    assert switching, "a ReLU network has switching functions"
+    leaf = theta.clone().requires_grad_(True)
+    gated, _ = problem.gated_loss(leaf, [(z > 0).to(theta.dtype) for z in switching])
+    (gated_gradient,) = torch.autograd.grad(gated, leaf)
+    plain = theta.clone().requires_grad_(True)
+    loss = problem.loss(plain)
+    (gradient,) = torch.autograd.grad(loss, plain)
+    assert float(gated.detach()) == pytest.approx(float(loss.detach()), rel=1e-13)
+    assert torch.allclose(gated_gradient, gradient, rtol=1e-11, atol=1e-14)
+
+
+def _plain_mlp(problem, theta, gates):
+    """The small relu mlp by hand: pre-activations z1, z2 and the MSE loss with σ(z) → D·z."""
+    widths = problem.widths()
+    views, offset = [], 0
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        weight = theta[offset:offset + fan_in * fan_out].view(fan_out, fan_in)
+        offset += fan_in * fan_out
+        views.append((weight, theta[offset:offset + fan_out]))
+        offset += fan_out
+    (w1, b1), (w2, b2), (w3, b3) = views
+    z1 = problem.train_x @ w1.T + b1
+    z2 = (gates[0] * z1) @ w2.T + b2
+    out = (gates[1] * z2) @ w3.T + b3
+    targets = torch.nn.functional.one_hot(problem.train_y, out.shape[1]).to(out.dtype)
+    return z1, z2, 0.5 * ((out - targets) ** 2).sum(1).mean()
+
+
+@requires_mnist
+def test_equivalent_control_across_two_layers_against_a_hand_written_network(mnist_env):
+    """Pairs of both hidden layers put on their surfaces (by the biases): the returned α solves the
+    complementarity problem for ż computed by central differences of a hand-written gated network
+    along the returned field, and the field is −∇ of that network's loss with D_S = α."""
+    from gfbench.filippov import FilippovSwitching
+
+    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
+    theta = problem.init(0).clone()
+    widths = problem.widths()
+    b1 = slice(784 * 8, 784 * 8 + 8)
+    b2 = slice(b1.stop + 64, b1.stop + 64 + 8)
+    z1, _, _ = _plain_mlp(problem, theta, [torch.ones(8, dtype=theta.dtype)] * 2)
+    theta[b1.start + 2] -= z1[1, 2]  # unit 2 of layer 1 on example 1 at z = 0
+    theta[b1.start + 5] -= z1[3, 5]
+    gates = [(z > 0).to(theta.dtype) for z in problem.switching_functions(theta)]
+    _, z2, _ = _plain_mlp(problem, theta, gates)
+    theta[b2.start + 4] -= z2[1, 4]  # and unit 4 of layer 2 on the same example
+    theta[b2.start + 0] -= z2[2, 0]
+    pairs = [(0, 1, 2), (0, 3, 5), (1, 1, 4), (1, 2, 0)]
+    sliding = torch.tensor([layer * 5 * 8 + example * 8 + unit for layer, example, unit in pairs])
+
+    class Field:
+        n_evals = 0
+    Field.problem = problem
+    switching = FilippovSwitching(Field(), theta)
+    velocity, alpha, _ = switching.field_with(theta, sliding)
+    assert switching.layer_of[sliding].unique().numel() == 2
+
+    gated = [torch.cat([switching.gates[:40]]).view(5, 8).clone(), switching.gates[40:].view(5, 8).clone()]
+    for (layer, example, unit), value in zip(pairs, alpha):
+        gated[layer][example, unit] = value
+    leaf = theta.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(_plain_mlp(problem, leaf, gated)[2], leaf)
+    assert torch.allclose(velocity, -gradient, rtol=1e-10, atol=1e-13)
+
+    def pair_values(point):
+        first, second, _ = _plain_mlp(problem, point, gated)
+        return torch.stack([(first, second)[layer][example, unit] for layer, example, unit in pairs])
+
+    epsilon = 1e-6
+    zdot = (pair_values(theta + epsilon * velocity) - pair_values(theta - epsilon * velocity)) / (2 * epsilon)
+    scale = float(zdot.abs().max()) + 1e-3
+    for a, v in zip(alpha.tolist(), zdot.tolist()):
+        if 0 < a < 1:
+            assert abs(v) <= 1e-6 * scale
+        elif a == 1:
+            assert v >= -1e-6 * scale
+        else:
+            assert a == 0 and v <= 1e-6 * scale
+    assert ((alpha > 0) & (alpha < 1)).any()  # the case does exercise sliding
+
+
+@requires_mnist
+def test_flow_sliding_in_two_layers_completes_and_gd_converges_to_it(mnist_env, monkeypatch):
+    """The case that stalled before several-layer sliding was solved exactly: GD(η/r) → the flow like 1/r."""
+    from gfbench.filippov import FilippovSwitching
+
+    layers_sliding = []
+    switch = FilippovSwitching.switch
+
+    def recording_switch(self, theta):
+        switch(self, theta)
+        layers_sliding.append(self.layer_of[self.sliding].unique().numel())
+    monkeypatch.setattr(FilippovSwitching, "switch", recording_switch)
+    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
+    flow = gfbench.run(problem, "filippov", lr=0.01, steps=100, progress=False, save_params=True)
+    assert flow.attrs["status"] == "completed"
+    assert max(layers_sliding) == 2
+    rates = (1, 2, 4, 8)
+    gaps = [np.linalg.norm(gfbench.run(problem, "gd", lr=0.01 / r, steps=100 * r, record_every=r, progress=False,
+                                       save_params=True).theta.values[-1] - flow.theta.values[-1]) for r in rates]
+    slope = np.polyfit(np.log(rates), np.log(gaps), 1)[0]
+    assert -1.25 < slope < -0.6
+    assert gaps[-1] < gaps[0] / 4

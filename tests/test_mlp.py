@@ -180,3 +180,22 @@ def test_bad_parameters_are_one_line_config_errors(mnist_env, params, named):
     assert "\n" not in str(error.value)
     with pytest.raises(gfbench.ConfigError, match="activation"):
         gfbench.get_problem("cnn", activation="sigmoid", n_train=5)
+
+
+@pytest.mark.parametrize("pool", [2, 7])
+def test_pool_averages_pixel_blocks(mnist_env, pool):
+    """pool=s: the inputs are the means of s x s pixel blocks, picked and averaged here with plain loops."""
+    side = 28 // pool
+    problem = gfbench.get_problem("mlp", hidden="5", classes="1,3,7", n_train=4, normalize="none", pool=pool)
+    assert problem.dim == side * side * 5 + 5 + 5 * 3 + 3
+    theta = problem.init(1)
+    x, y, _ = _raw_examples("train", 4, [1, 3, 7])
+    images = x.reshape(4, 28, 28)
+    pooled = torch.tensor([[[float(images[i, r * pool:(r + 1) * pool, c * pool:(c + 1) * pool].sum()) / pool ** 2
+                             for c in range(side)] for r in range(side)] for i in range(4)], dtype=torch.float64)
+    reference = _sequential([side * side, 5, 3], "tanh", True)
+    nn.utils.vector_to_parameters(theta.clone(), reference.parameters())
+    with torch.no_grad():
+        outputs = reference(pooled.reshape(4, -1))
+    expected = ((outputs - nn.functional.one_hot(y, 3).double()) ** 2).sum() / (2 * 4)
+    assert abs(float(problem.loss(theta)) - float(expected)) <= 1e-12

@@ -8,16 +8,19 @@ import torch
 import gfbench
 from gfbench.cli import build_parser, main
 from gfbench.reproduce import FIGURE_SETTINGS, reproduce_fig1
+from gfbench.reproduce_eos import EOS_SETTINGS
 from gfbench.spec import RUN_SETTINGS, SETTINGS_BY_NAME, RunSpec, reusable
 from gfbench.sweep import member_path, plan_sweep
 
 QUADRATIC = gfbench.get_problem("quadratic", dim=6, lambda_min=-0.2, lambda_max=1.5)
 
 
-def _flags(command):
+def _flags(*path):
+    """The option strings of the parser of ``gfbench PATH...`` (e.g. "reproduce", "eos")."""
     parser = build_parser()
-    subparser = next(a for a in parser._actions if a.dest == "command").choices[command]
-    return {option for action in subparser._actions for option in action.option_strings}
+    for name in path:
+        parser = next(a for a in parser._actions if a.dest in ("command", "figure")).choices[name]
+    return {option for action in parser._actions for option in action.option_strings}
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
@@ -27,8 +30,11 @@ def test_every_run_setting_is_a_flag_of_run_and_sweep(command):
 
 
 def test_reproduce_takes_the_figure_settings_dtype_and_device_among_them():
-    assert {"--seed", "--dtype", "--device", "--curvature-every"} <= _flags("reproduce")
+    assert {"--seed", "--dtype", "--device", "--curvature-every"} <= _flags("reproduce", "fig1")
     assert set(FIGURE_SETTINGS) <= set(SETTINGS_BY_NAME) and {"dtype", "device"} <= set(FIGURE_SETTINGS)
+    # eos sets the curvature schedule itself (sharpness at the checkpoints), so it takes no --curvature-every
+    assert {"--seed", "--dtype", "--device", "--curvature-tol"} <= _flags("reproduce", "eos")
+    assert "--curvature-every" not in _flags("reproduce", "eos") and set(EOS_SETTINGS) <= set(SETTINGS_BY_NAME)
 
 
 def test_identity_holds_every_setting_and_curvature_only_when_recorded():

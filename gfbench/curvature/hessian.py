@@ -91,6 +91,23 @@ class MatrixOperator:
         return self.matrix @ v
 
 
+class CastOperator:
+    """``operator`` (built in another dtype, e.g. float32) on vectors of ``dtype``: v ↦ A v, cast both ways."""
+
+    def __init__(self, operator: LinearOperator, dtype: torch.dtype) -> None:
+        self.operator = operator
+        self.size = operator.size
+        self.dtype = dtype
+        self.device = operator.device
+
+    @property
+    def n_matvec(self) -> int:
+        return self.operator.n_matvec
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.operator.matvec(v.to(self.operator.dtype)).to(self.dtype)
+
+
 def hessian_vector_product(field: GradientField, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """∇²f(θ) v for ``field``'s problem, detached, by double backward (the gradient of ⟨∇f(θ), v⟩).
 

@@ -7,15 +7,21 @@ from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 import xarray as xr
 
 from ..params import AT_LEAST_ONE, Bounds, ConfigError, Param
 from ..recording import Recorder, RecordPoint, Variable
 from ..timeaxis import cumulative_integral
-from .eigen import DEFAULT_TOL, UNIT_INTERVAL, dense_eigenpairs, lanczos
-from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, HessianOperator, check_hvp_method, dense_hessian
+from .eigen import DEFAULT_TOL, FLOAT32_MIN_TOL, UNIT_INTERVAL, certified_lanczos, dense_eigenpairs, lanczos
+from .hessian import DEFAULT_HVP, DENSE_MAX_DIM, CastOperator, HessianOperator, check_hvp_method, dense_hessian
 
 EIGENSOLVERS = ("lanczos", "dense")
+#: Smallest d at which the recorder takes Lanczos' products in float32 by default: on relu_fc
+#: (d = 42,200) that makes the solve about 1.5× faster, on deep_linear (d = 820, 5 products a
+#: solve) the float32 graph and the float64 certification make it 1.5–3.5× slower
+#: (benchmarks/bench_eigs.py).
+FLOAT32_MIN_DIM = 10_000
 #: The recorder's options, which are also the run settings of ``gfbench.spec.RUN_SETTINGS``; k's
 #: upper bound, d/2, is set per problem. curvature_every None (the default) records no curvature.
 CURVATURE_EVERY = Param("curvature_every", int, None, "record Hessian lambda_min/lambda_max at every K-th record "
@@ -58,7 +64,10 @@ class CurvatureRecorder(Recorder):
 
     Each evaluation runs ``lanczos`` on a HessianOperator (``hvp`` method, at most ``max_iter``
     products; default ``lanczos``'s), warm-started from the previous evaluation's Ritz vectors,
-    or, with ``eigensolver="dense"``, ``eigh`` of the dense Hessian (d ≤ 2000). A solve that
+    or, with ``eigensolver="dense"``, ``eigh`` of the dense Hessian (d ≤ 2000). With ``float32``
+    (None: when d ≥ FLOAT32_MIN_DIM) a float64 run at tol ≥ FLOAT32_MIN_TOL takes the products in
+    float32 on a float32 copy of the problem, certified by one float64 product per pair
+    (``certified_lanczos``). A solve that
     misses the tolerance stores NaN eigenvalues (its residual is kept, so the miss is visible),
     counts in ``curvature_unconverged`` and warns (RuntimeWarning); it is never stored as a value. The HVPs do not go through the run's GradientField: attrs report their
     count and wall time separately (``curvature_n_hvp``, ``curvature_wall_time_s``; the run's
@@ -67,7 +76,7 @@ class CurvatureRecorder(Recorder):
 
     def __init__(self, dim: int, lr: float, *, every: int = 1, k: int = 1, tol: float = DEFAULT_TOL,
                  hvp: str = DEFAULT_HVP, eigensolver: str = "lanczos", final_index: int | None = None,
-                 seed: int = 0, max_iter: int | None = None) -> None:
+                 seed: int = 0, max_iter: int | None = None, float32: bool | None = None) -> None:
         self.every, self.k, self.tol, self.eigensolver = check_curvature_options(dim, every, k, tol, hvp, eigensolver)
         self.lr = lr
         self.hvp = hvp
@@ -79,6 +88,8 @@ class CurvatureRecorder(Recorder):
         self.n_unconverged = 0
         self.wall_time = 0.0
         self._previous_vectors = None
+        self.float32 = (dim >= FLOAT32_MIN_DIM if float32 is None else float32) and self.tol >= FLOAT32_MIN_TOL
+        self._float32_problem = None
 
     def variables(self) -> Sequence[Variable]:
         declared = [
@@ -100,8 +111,16 @@ class CurvatureRecorder(Recorder):
             result = dense_eigenpairs(dense_hessian(point.problem, point.theta), k=self.k)
         else:
             operator = HessianOperator(point.problem, point.theta, self.hvp)
-            result = lanczos(operator, k=self.k, tol=self.tol, seed=self.seed, max_iter=self.max_iter,
-                             v0=self._previous_vectors)
+            options = dict(k=self.k, tol=self.tol, seed=self.seed, max_iter=self.max_iter, v0=self._previous_vectors)
+            if self.float32 and point.theta.dtype == torch.float64:
+                if self._float32_problem is None:
+                    self._float32_problem = point.problem.to(dtype=torch.float32)
+                fast = CastOperator(HessianOperator(self._float32_problem, point.theta.float(), self.hvp),
+                                    torch.float64)
+                result = certified_lanczos(fast, operator, **options)
+                self.n_hvp += fast.n_matvec
+            else:
+                result = lanczos(operator, **options)
             self._previous_vectors = result.eigenvectors
             self.n_hvp += operator.n_matvec
         self.n_evaluations += 1
@@ -139,6 +158,7 @@ class CurvatureRecorder(Recorder):
             "curvature_tol": self.tol,
             "curvature_eigensolver": self.eigensolver,
             "curvature_hvp": self.hvp,
+            "curvature_float32_products": int(self.float32),
             "curvature_evaluations": self.n_evaluations,
             "curvature_n_hvp": self.n_hvp,
             "curvature_unconverged": self.n_unconverged,

@@ -69,6 +69,13 @@ def _add_setting_flags(parser, names, *, comma_lists: bool = False) -> None:
                             help=f"{setting.help} (default {default}{plural})")
 
 
+def _add_threads_flag(parser) -> None:
+    """``--threads N``, from its declaration ``gfbench.threads.THREADS``."""
+    from gfbench.threads import THREADS
+
+    parser.add_argument("--threads", metavar="N", type=_text_type(THREADS), help=THREADS.help)
+
+
 def _text_type(setting):
     """An argparse ``type`` reading one value of ``setting``; bounds and choices are checked later.
 
@@ -101,6 +108,7 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                      help="solver option (repeatable)")
     _add_setting_flags(run, SETTINGS_BY_NAME)
+    _add_threads_flag(run)
     run.add_argument("--out", help="output file (default runs/<problem>-<solver>-<timestamp>.nc)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -133,6 +141,7 @@ def _add_figure_flags(parser, settings, default_out: str) -> None:
                         help="problem parameter applied to every run (repeatable)")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (same as --param data_dir=...)")
     _add_setting_flags(parser, settings)
+    _add_threads_flag(parser)
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     parser.add_argument("--resume", action="store_true",
                         help="reuse runs already in --out whose stored configuration is this run's")
@@ -221,7 +230,7 @@ def cmd_run(args) -> int:
     out = check_writable(args.out) if args.out is not None else _default_out(problem.name, solver.name)
 
     try:
-        ds = gfbench.run(problem, solver, progress=not args.quiet, **spec.settings)
+        ds = gfbench.run(problem, solver, progress=not args.quiet, threads=args.threads, **spec.settings)
     except RunInterrupted as interrupted:
         gfbench.save(interrupted.dataset, out)
         print(f"gfbench: {interrupted}; wrote the recorded prefix to {out}", file=sys.stderr)
@@ -233,7 +242,8 @@ def cmd_run(args) -> int:
         print(f"{status}: {solver.label} on {problem.label}, lr={spec.lr:g}, steps={spec.steps}")
         print(f"  final t={float(final.time):g} (step {int(final.step)}): loss={float(final.loss):.6e}, "
               f"grad_norm={float(final.grad_norm):.3e}, distance_from_init={float(final.distance_from_init):.4g}")
-        print(f"  gradient evaluations: {ds.attrs['n_grad_evals']}, wall time: {ds.attrs['wall_time_s']:.2f} s")
+        print(f"  gradient evaluations: {ds.attrs['n_grad_evals']}, wall time: {ds.attrs['wall_time_s']:.2f} s "
+              f"(torch threads: {ds.attrs['torch_threads']})")
         print(f"  wrote {out}")
     if status != "completed":
         print(f"gfbench: {status}: {ds.attrs.get('message', '')}; wrote the recorded prefix to {out}", file=sys.stderr)
@@ -373,14 +383,16 @@ def cmd_reproduce(args) -> int:
     if args.figure == "eos":
         lrs = None if args.lrs is None else [LR.check(lr, text=True) for lr in _split(args.lrs, "--lrs")]
         result = reproduce_eos(args.out, scale=args.scale, lrs=lrs, steps=args.steps, params=_problem_params(args),
-                               resume=args.resume, progress=not args.quiet, **_given_settings(args, EOS_SETTINGS))
+                               resume=args.resume, progress=not args.quiet, threads=args.threads,
+                               **_given_settings(args, EOS_SETTINGS))
     else:
         nets = None if args.net is None else _split(args.net, "--net")
         result = reproduce_fig1(args.out, nets=nets, scale=args.scale, steps=args.steps,
                                 ratios=[RATIO.check(ratio, text=True) for ratio in _split(args.ratios, "--ratios")],
                                 lr=args.lr, params=_problem_params(args),
                                 gf_options=parse_assignments(args.gf_option, "--gf-option") or None,
-                                resume=args.resume, progress=not args.quiet, **_given_settings(args, FIGURE_SETTINGS))
+                                resume=args.resume, progress=not args.quiet, threads=args.threads,
+                                **_given_settings(args, FIGURE_SETTINGS))
     print(result.summary)
     print(f"wrote {args.out}/ (datasets, comparisons, summary.txt) and {result.figure_path}")
     return EXIT_OK

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import torch
 
@@ -41,6 +41,8 @@ class Problem(Configurable):
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
     generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
     ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
+    ``loss_with_aux(theta)`` may return, beside f(θ), tensors computed on the way that recorders
+    reuse instead of evaluating again (a classifier's training logits).
     ``recorders()`` may return problem-specific diagnostics recorded along every trajectory,
     ``curvature_recorders()`` those recorded only with curvature on, and ``global_curvature()``
     closed-form curvature constants.
@@ -83,6 +85,11 @@ class Problem(Configurable):
     @abstractmethod
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
         ...
+
+    def loss_with_aux(self, theta: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+        """(f(θ), aux): the loss and, by name, tensors computed on the way to it that a recorder may
+        reuse (``RecordPoint.aux``); the run's gradients evaluate this. Default: ``loss``, no aux."""
+        return self.loss(theta), {}
 
     def init(self, seed: int) -> torch.Tensor:
         """θ0 for ``seed``: drawn in float64 on the CPU, so it is the same on every device."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .field import GradientField
+from .field import Evaluation, GradientField
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,10 @@ class Variable:
 class RecordPoint:
     """The state handed to recorders at one record time t = step·lr.
 
-    ``loss`` and ``grad`` are evaluated on first use through the run's GradientField, so a
-    recorder that does not need them costs nothing.
+    ``loss``, ``grad`` and ``aux`` (the problem's by-products of f, ``Problem.loss_with_aux``)
+    come from the run's GradientField on first use: a recorder that does not need them costs
+    nothing, and where the solver already evaluated the gradient at θ (GD steps from the point
+    it records) they cost nothing either.
     """
 
     index: int
@@ -48,16 +50,20 @@ class RecordPoint:
     problem: Any
 
     @cached_property
-    def _loss_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.field.loss_and_grad(self.theta)
+    def _evaluation(self) -> Evaluation:
+        return self.field.evaluate(self.theta)
 
     @property
     def loss(self) -> torch.Tensor:
-        return self._loss_grad[0]
+        return self._evaluation.loss
 
     @property
     def grad(self) -> torch.Tensor:
-        return self._loss_grad[1]
+        return self._evaluation.grad
+
+    @property
+    def aux(self) -> Mapping[str, torch.Tensor]:
+        return self._evaluation.aux
 
 
 class Recorder(ABC):

@@ -26,6 +26,7 @@ from .plot import _pyplot, save_figure
 from .registry import available_problems, get_problem, get_solver
 from .run import RunInterrupted, run
 from .spec import RunSpec, Setting, check_setting_names
+from .threads import requested_threads, run_threads, torch_threads
 
 PAPER_NETS = ("linear_fc", "relu_fc", "cnn")
 #: Nets run by default at each scale: small scale leaves out the CNN, whose float64 convolutions
@@ -66,7 +67,7 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
                    ratios: Sequence[int] = PAPER_RATIOS, scale: str = "small", steps: int | None = None,
                    lr: float = PAPER_LR, params: dict[str, Any] | None = None,
                    gf_options: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                   **settings: Any) -> Figure1Result:
+                   threads: int | None = None, **settings: Any) -> Figure1Result:
     """Run Figure 1's experiment on ``nets`` and write datasets, comparisons, ``fig1.png`` and ``summary.txt``.
 
     ``scale`` picks the η0 iteration count (paper: 10,000; small: 1,000) unless ``steps`` is given,
@@ -74,11 +75,13 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     count of each net and its time at a measured gradient's cost are printed before starting;
     ``params`` are problem parameters applied to every net (e.g. ``n_train``); ``gf_options``
     the GF reference's solver options (default GF_OPTIONS); ``settings`` the run settings of
-    FIGURE_SETTINGS (seed, device, dtype, curvature), the same for every run. With ``resume``, a run whose file in ``out`` passes the resume rule
+    FIGURE_SETTINGS (seed, device, dtype, curvature), the same for every run; ``threads`` torch's
+    thread count of every run (None: ``gfbench.threads.run_threads`` decides per net). With ``resume``, a run whose file in ``out`` passes the resume rule
     (``gfbench.spec.reusable``) is read instead of run again (paper scale is hours of CPU; an
     interrupted reproduction keeps its finished runs).
     """
     check_figure_settings(settings, FIGURE_SETTINGS)
+    requested_threads(threads)
     scale = SCALE.check(scale)
     nets = DEFAULT_NETS[scale] if nets is None else nets
     steps = SCALES[scale] if steps is None else check_checkpoint_steps(steps)
@@ -102,10 +105,10 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     out = prepare_folder(out)
     if progress:
         for net in nets:
-            tqdm.write(_cost_line(problems[net], steps * (1 + sum(ratios)), settings))
+            tqdm.write(_cost_line(problems[net], steps * (1 + sum(ratios)), settings, threads))
     done = run_plan([((net, label), specs[net, label], out / f"{net}-{stem}.nc")
                      for net in nets for label, stem, _, _ in plan], resume=resume, progress=progress,
-                    desc="figure 1 runs")
+                    desc="figure 1 runs", threads=threads)
     runs = {net: {label: done[net, label] for label, _, _, _ in plan} for net in nets}
 
     comparisons = {}
@@ -119,17 +122,19 @@ def reproduce_fig1(out: str | os.PathLike, *, nets: Sequence[str] | None = None,
     return Figure1Result(runs, comparisons, figure_path, summary)
 
 
-def _cost_line(problem, gradients: int, settings: dict[str, Any]) -> str:
-    """``net: N GD gradients, about T at X ms each (measured), plus GF``: what a net's part will cost."""
+def _cost_line(problem, gradients: int, settings: dict[str, Any], threads: int | None) -> str:
+    """``net: N GD gradients, about T at X ms each (measured), plus GF``: what a net's part will cost,
+    timed with the thread count its runs will have."""
     spec = RunSpec.resolve(problem, "gd", steps=1, **settings)
     moved = problem.to(spec.torch_device, spec.torch_dtype)
     field = GradientField(moved)
     theta = moved.init(spec.seed)
-    field.gradient(theta)  # first call: allocations and caches, not the steady cost
-    started = time.perf_counter()
-    for _ in range(COST_PROBES):
-        field.gradient(theta.clone())
-    each = (time.perf_counter() - started) / COST_PROBES
+    with torch_threads(run_threads(moved, theta, threads)):
+        field.gradient(theta)  # first call: allocations and caches, not the steady cost
+        started = time.perf_counter()
+        for _ in range(COST_PROBES):
+            field.gradient(theta.clone())
+        each = (time.perf_counter() - started) / COST_PROBES
     return (f"{problem.name}: {gradients:,} GD gradients, about {gradients * each / 60:.1f} min at "
             f"{1e3 * each:.2f} ms each (measured), plus GF")
 
@@ -151,10 +156,11 @@ def check_figure_settings(settings: dict[str, Any], allowed: Sequence[str]) -> N
 
 
 def run_plan(jobs: Sequence[tuple[Hashable, RunSpec, Path]], *, resume: bool, progress: bool,
-             desc: str) -> dict[Hashable, xr.Dataset]:
+             desc: str, threads: int | None = None) -> dict[Hashable, xr.Dataset]:
     """Run each (key, spec, path) job and save its dataset at path; the datasets by key.
 
-    With ``resume``, a file at path that passes the resume rule for spec is read instead. An
+    ``threads``: each run's torch thread count (``gfbench.run``'s). With ``resume``, a file at path
+    that passes the resume rule for spec is read instead. An
     interrupted run saves its prefix (status ``interrupted``, so a resume runs it again) and
     re-raises.
     """
@@ -163,7 +169,7 @@ def run_plan(jobs: Sequence[tuple[Hashable, RunSpec, Path]], *, resume: bool, pr
         runs[key] = _finished(path, spec) if resume else None
         if runs[key] is None:
             try:
-                runs[key] = run(spec.problem, spec.solver, progress=progress, **spec.settings)
+                runs[key] = run(spec.problem, spec.solver, progress=progress, threads=threads, **spec.settings)
             except RunInterrupted as interrupted:
                 save(interrupted.dataset, path)
                 raise

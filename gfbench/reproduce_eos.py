@@ -24,6 +24,7 @@ from .params import POSITIVE, ConfigError
 from .plot import _pyplot, save_figure
 from .registry import get_problem, get_solver
 from .reproduce import CHECKPOINTS, check_checkpoint_steps, check_figure_settings, run_plan
+from .threads import requested_threads
 from .spec import RunSpec, Setting
 
 
@@ -71,15 +72,16 @@ class EosResult:
 
 def reproduce_eos(out: str | os.PathLike, *, scale: str = "small", lrs: Sequence[float] | None = None,
                   steps: int | None = None, params: dict[str, Any] | None = None, resume: bool = False,
-                  progress: bool = True, **settings: Any) -> EosResult:
+                  progress: bool = True, threads: int | None = None, **settings: Any) -> EosResult:
     """Run GD at ``lrs`` and the flows at ``lrs[0]`` on ``mlp``; write datasets, comparison, eos.png, summary.txt.
 
     ``scale`` picks the problem parameters, step sizes and steps (SCALES) unless ``lrs``/``steps``
     are given; ``params`` override problem parameters; ``settings`` are EOS_SETTINGS, the same for
-    every run. GD with η_i runs T/η_i steps (an integer, else ConfigError). ``resume``: as
-    ``reproduce_fig1``.
+    every run. GD with η_i runs T/η_i steps (an integer, else ConfigError). ``resume`` and
+    ``threads``: as ``reproduce_fig1``.
     """
     check_figure_settings(settings, EOS_SETTINGS)
+    requested_threads(threads)
     preset = SCALES[SCALE.check(scale)]
     lrs = preset.lrs if lrs is None else [LR.check(lr) for lr in lrs]
     if not lrs or len(set(lrs)) != len(lrs):
@@ -103,7 +105,8 @@ def reproduce_eos(out: str | os.PathLike, *, scale: str = "small", lrs: Sequence
                   for name in flows})
     out = prepare_folder(out)
     done = run_plan([(key, spec, out / (f"gd-lr{key:g}.nc" if key in gd_steps else f"{key}.nc"))
-                     for key, spec in specs.items()], resume=resume, progress=progress, desc="edge of stability runs")
+                     for key, spec in specs.items()], resume=resume, progress=progress, desc="edge of stability runs",
+                    threads=threads)
     gd = {lr: done[lr] for lr in lrs}
     flow_runs = {name: done[name] for name in flows}
     comparison = compare(list(flow_runs.values()), ref=gd[lrs[0]], names=flows)

@@ -16,10 +16,11 @@ from .problem import Problem
 from .recording import Recorder, RecordPoint, Recording, TrajectoryRecorder
 from .solver import Solver, SolverFailure
 from .spec import RUN_SETTINGS, RunSpec
+from .threads import requested_threads, run_threads, torch_threads
 
 
 def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, recorders: Sequence[Recorder] = (),
-        **settings: Any) -> xr.Dataset:
+        threads: int | None = None, **settings: Any) -> xr.Dataset:
     """Run ``solver`` on ``problem`` from θ0 = problem.init(seed) up to t = steps · lr.
 
     ``settings`` are the run settings of ``gfbench.spec.RUN_SETTINGS`` (listed below), checked
@@ -33,6 +34,9 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
     or the solver fails (``status=solver_failed``); ``message`` says why and at what time.
     Ctrl-C raises ``RunInterrupted`` (a KeyboardInterrupt) holding the prefix, ``status=interrupted``.
     ``recorders`` add variables beyond the schema's core and the problem's own.
+    ``threads`` is torch's intra-op thread count during the run (restored after it); None: as
+    ``gfbench.threads.run_threads`` decides ($GFBENCH_THREADS, else 1 on a small problem, else the
+    idle cores). It changes the speed, not the values: the attr ``torch_threads``, outside the identity.
     ``curvature_every=K`` adds λmin/λmax of the Hessian at every K-th record point and the last
     (``curvature_k`` extreme pairs at each end, Lanczos tolerance ``curvature_tol``; see
     ``gfbench.curvature.CurvatureRecorder``) plus the problem's ``curvature_recorders()``.
@@ -43,8 +47,10 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
     record_steps = spec.record_steps
     times = record_steps * spec.lr
 
+    requested_threads(threads)  # a bad --threads or $GFBENCH_THREADS is refused before anything is computed
     started = wallclock.perf_counter()
     theta0 = problem.init(spec.seed)
+    n_threads = run_threads(problem, theta0, threads)
     field = GradientField(problem)
     curvature = [] if spec.curvature_every is None else [
         CurvatureRecorder(problem.dim, spec.lr, every=spec.curvature_every, k=spec.curvature_k,
@@ -54,7 +60,7 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
     recording = Recording([TrajectoryRecorder(problem.dim, spec.save_params), *problem.recorders(), *curvature,
                            *recorders, *integration.recorders()], len(record_steps))
     status, message, interrupt = "completed", "", None
-    with torch.no_grad(), tqdm(total=spec.steps, disable=not progress, delay=2.0, unit="step",
+    with torch.no_grad(), torch_threads(n_threads), tqdm(total=spec.steps, disable=not progress, delay=2.0, unit="step",
                                desc=f"{problem.name}/{solver.name}", leave=False) as bar:
         try:
             for index, step in enumerate(record_steps):
@@ -87,7 +93,7 @@ def run(problem: Problem | str, solver: Solver | str, *, progress: bool = True, 
         **merge_attrs(spec.identity(),
                       {"torch_version": torch.__version__,
                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "wall_time_s": wall_time, "n_grad_evals": field.n_evals},
+                       "wall_time_s": wall_time, "n_grad_evals": field.n_evals, "torch_threads": n_threads},
                       integration.stats(), recording.attrs()),
         status=status,
         message=message,

@@ -70,6 +70,8 @@ RUN_CASES = [
     [*Q, "--curvature-every", "1", "--curvature-k", "11"], [*Q, "--curvature-every", "1", "--curvature-tol", "0"],
     [*Q, "--curvature-every", "1", "--curvature-tol", "1"], [*Q, "--curvature-every", "1", "--curvature-tol", "x"],
     [*Q, "--save-params", "yes"], [*Q, "--lr"], [*Q, "--quiet=1"],
+    [*Q, "--threads", "0"], [*Q, "--threads", "-1"], [*Q, "--threads", "x"], [*Q, "--threads", ""],
+    [*Q, "--threads", "1.5"], [*Q, "--threads"],
     # paths
     [*Q, "--out", ""], [*Q, "--out", "."], [*Q, "--out", "/nonexistent-gfbench/x.nc"], [*Q, "--out", "folder"],
     ["--problem", "relu_fc", "--solver", "gd", "--data-dir", "no/such/data"],
@@ -102,7 +104,7 @@ REPRODUCE_CASES = [
     [*FIG, "--lr", "0"], [*FIG, "--lr", "-1"], [*FIG, "--dtype", "float16"], [*FIG, "--device", "tpu"],
     [*FIG, "--seed", "-1"], [*FIG, "--param", "nope=1"], [*FIG, "--gf-option", "rtol=x"],
     [*FIG, "--gf-option", "order=2"], [*FIG, "--curvature-every", "0"], [*FIG, "--out", ""],
-    [*FIG, "--out", "text.txt"],
+    [*FIG, "--out", "text.txt"], [*FIG, "--threads", "0"], [*FIG, "--threads", "-1"], [*FIG, "--threads", "x"],
     ["reproduce", "eos", "extra"], [*EOS, "--lrs", "x"], [*EOS, "--lrs", "0"], [*EOS, "--lrs", "-0.1"],
     [*EOS, "--lrs", "0.2,0.2"], [*EOS, "--lrs", "0.2,,0.3"], [*EOS, "--lrs", "0.2,0.3"], [*EOS[:2], "--steps", "150"],
     [*EOS[:2], "--steps", "0"], [*EOS, "--scale", "huge"], [*EOS, "--curvature-every", "1"], [*EOS, "--ratios", "2"],
@@ -160,6 +162,18 @@ def test_bad_cli_input_exits_2_in_one_line_and_leaves_nothing(argv, inputs, monk
     assert _snapshot(inputs) == before
 
 
+@pytest.mark.parametrize("argv", [["run", *Q, "--steps", "2"], FIG], ids=["run", "reproduce"])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5"])
+def test_bad_threads_variable_exits_2_in_one_line_and_leaves_nothing(argv, value, inputs, monkeypatch, capsys):
+    monkeypatch.chdir(inputs)
+    monkeypatch.setenv("GFBENCH_THREADS", value)
+    before = _snapshot(inputs)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("gfbench: error: $GFBENCH_THREADS: ") and captured.err.count("\n") == 1, captured.err
+    assert _snapshot(inputs) == before
+
+
 def _api_cases():
     problem = gfbench.get_problem("quadratic", dim=3)
     run = gfbench.run
@@ -185,6 +199,8 @@ def _api_cases():
         lambda: run(problem, "gd", lr=0.1, steps=3, curvature_every=1, curvature_k=2),
         lambda: run(problem, "gd", lr=0.1, steps=3, curvature_every=1, curvature_tol="1e-6"),
         lambda: run(problem, "gd", lr=0.1, steps=10 ** 13),
+        lambda: run(problem, "gd", lr=0.1, steps=3, threads=0), lambda: run(problem, "gd", lr=0.1, steps=3, threads="2"),
+        lambda: run(problem, "gd", lr=0.1, steps=3, threads=1.0),
         lambda: gfbench.load("missing.nc"), lambda: gfbench.load("text.txt"), lambda: gfbench.load("foreign.nc"),
         lambda: gfbench.load("folder"), lambda: gfbench.save(gfbench.run(problem, "gd", lr=0.1, steps=1,
                                                                          progress=False), "folder"),

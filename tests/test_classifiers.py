@@ -150,3 +150,38 @@ def test_flow_tolerances_default_to_the_problems(mnist_env, name, dtype, options
     ds = gfbench.run(problem, gfbench.get_solver("gf", **options), lr=0.001, steps=2, dtype=dtype, progress=False)
     used = json.loads(ds.attrs["solver_options"])
     assert (used["rtol"], used["atol"]) == expected
+
+
+@pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 50}), ("cnn", {"n_train": 20}),
+                                          ("mlp", {"n_train": 40, "hidden": "30", "classes": "0,1,2"})])
+def test_every_step_recording_equals_a_plain_torch_loop_and_reuses_the_steps_forward_pass(mnist_env, name, params):
+    """Loss, ‖∇f‖ and training accuracy recorded at every GD step against torch.optim.SGD on a copy of the
+    module, and one forward pass of the network per step: the recording adds none (mlp: mean ½‖h − e_y‖²)."""
+    problem = gfbench.get_problem(name, **params)
+    lr, steps = 0.05, 30
+    forwards = []
+    hook = problem.module.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        ds = gfbench.run(problem, "gd", lr=lr, steps=steps, progress=False)
+    finally:
+        hook.remove()
+    assert len(forwards) == steps + 1 and ds.attrs["n_grad_evals"] == steps + 1
+
+    module = copy.deepcopy(problem.module)
+    nn.utils.vector_to_parameters(problem.init(0), module.parameters())
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    losses, grad_norms, accuracies = [], [], []
+    for step in range(steps + 1):
+        optimizer.zero_grad()
+        logits = module(problem.train_x)
+        loss = problem.criterion.function(logits, problem.train_y)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grad_norms.append(float(torch.cat([p.grad.reshape(-1) for p in module.parameters()]).norm()))
+        accuracies.append(float((logits.argmax(1) == problem.train_y).double().mean()))
+        if step < steps:
+            optimizer.step()
+    np.testing.assert_allclose(ds.loss.values, losses, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ds.grad_norm.values, grad_norms, rtol=1e-10, atol=0)
+    np.testing.assert_array_equal(ds.train_accuracy.values, accuracies)
+    assert losses[-1] < 0.9 * losses[0] and accuracies[-1] > accuracies[0]  # the trajectory moved

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import torch
 
-from ..field import GradientField
+from ..field import Evaluation, GradientField, detached
 from ..params import ConfigError
 
 #: How a Hessian-vector product is computed. "double_backward": differentiate ⟨∇f(θ), v⟩ by a
@@ -42,7 +42,8 @@ class HessianOperator:
     ``n_matvec`` counts the products. Grad mode is enabled inside, so the operator works under
     the run loop's ``torch.no_grad()``; nothing outside (θ, the problem) is modified. With
     double backward, ``loss`` and ``gradient`` are f(θ) and ∇f(θ) (detached) from the graph built
-    for the products, so a caller needing both pays for one gradient.
+    for the products, so a caller needing both pays for one gradient; ``aux`` the problem's
+    auxiliaries of that evaluation (``Problem.loss_with_aux``).
     """
 
     def __init__(self, problem, theta: torch.Tensor, method: str = DEFAULT_HVP) -> None:
@@ -57,9 +58,9 @@ class HessianOperator:
         if method == "double_backward":
             with torch.enable_grad():
                 self._leaf = self.theta.clone().requires_grad_(True)
-                loss = problem.loss(self._leaf)
+                loss, aux = problem.loss_with_aux(self._leaf)
                 (self._grad,) = torch.autograd.grad(loss, self._leaf, create_graph=True)
-            self.loss, self.gradient = loss.detach(), self._grad.detach()
+            self.loss, self.gradient, self.aux = loss.detach(), self._grad.detach(), detached(aux)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²f(θ) v, detached."""
@@ -128,7 +129,7 @@ def gradient_and_hessian_gradient(field: GradientField, theta: torch.Tensor) -> 
     operator = HessianOperator(field.problem, theta)
     product = operator.matvec(operator.gradient)
     field.n_hvp += 1
-    field.remember(theta, operator.loss, operator.gradient)
+    field.remember(theta, Evaluation(operator.loss, operator.gradient, operator.aux))
     return operator.gradient, product
 
 
@@ -167,7 +168,7 @@ def third_derivative_contractions(field: GradientField, theta: torch.Tensor, vec
     d, k = vectors.shape
     with torch.enable_grad():
         leaf = theta.detach().requires_grad_(True)
-        loss = field.problem.loss(leaf)
+        loss, aux = field.problem.loss_with_aux(leaf)
         (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
         contractions = torch.zeros(k, k, d, dtype=theta.dtype, device=theta.device)
         for j in range(k):
@@ -180,5 +181,5 @@ def third_derivative_contractions(field: GradientField, theta: torch.Tensor, vec
                                               is_grads_batched=True, allow_unused=True, materialize_grads=True)
                 contractions[:, j] = rows
     field.n_hvp += k
-    field.remember(theta, loss.detach(), grad.detach())
+    field.remember(theta, Evaluation(loss.detach(), grad.detach(), detached(aux)))
     return grad.detach(), 0.5 * (contractions + contractions.transpose(0, 1)).detach()

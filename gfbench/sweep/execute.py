@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import xarray as xr
 
 from ..dataset import check_folder, save
 from ..params import AT_LEAST_ONE, ConfigError
 from ..run import run
 from ..spec import RunSpec, Setting
+from ..threads import usable_cores
 from .manifest import claim_out, finished_record, member_path, previous_records, write_manifest
 from .plan import Grid, plan_sweep
 
@@ -47,10 +47,8 @@ def run_member(config: Mapping[str, Any], torch_threads: int | None = None) -> t
     started = wallclock.perf_counter()
     record: dict[str, Any] = {"worker": _worker_name()}
     try:
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
         spec = RunSpec.from_identity(config)
-        ds = run(spec.problem, spec.solver, progress=False, **spec.settings)
+        ds = run(spec.problem, spec.solver, progress=False, threads=torch_threads, **spec.settings)
     except Exception as error:  # a member's failure is recorded, never propagated to the other members
         record.update(status="failed", message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(),
                       wall_time_s=wallclock.perf_counter() - started)
@@ -72,10 +70,6 @@ def _dashboard_can_render() -> bool:
     """Whether the scheduler's process has bokeh, without which its dashboard pages are empty."""
     import importlib.util
     return importlib.util.find_spec("bokeh") is not None
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def start_local_cluster(workers: int | None = None):
@@ -112,7 +106,8 @@ def sweep(grid: Grid | Mapping[str, Any], out: str | os.PathLike, *, scheduler: 
     ``scheduler`` is the address of a running dask scheduler; without one a LocalCluster of
     ``workers`` single-threaded processes (default: one per core) is started and closed again.
     ``torch_threads`` is torch's intra-op thread count in each task (default on a local cluster:
-    cores // workers, at least 1; on a given scheduler: left to the workers' own setting).
+    cores // workers, at least 1; on a given scheduler: what ``gfbench.run`` chooses on the worker,
+    i.e. its $GFBENCH_THREADS or $OMP_NUM_THREADS, which dask's nanny sets to 1).
 
     Members whose file passes the resume rule (``gfbench.spec.reusable``) are skipped. A member
     that raises, diverges or whose worker dies is recorded in the manifest and the others go on;

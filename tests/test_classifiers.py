@@ -162,7 +162,8 @@ def test_every_step_recording_equals_a_plain_torch_loop_and_reuses_the_steps_for
     forwards = []
     hook = problem.module.register_forward_hook(lambda *_: forwards.append(1))
     try:
-        ds = gfbench.run(problem, "gd", lr=lr, steps=steps, progress=False)
+        # threads given: the automatic policy would time two gradients of its own before the run
+        ds = gfbench.run(problem, "gd", lr=lr, steps=steps, progress=False, threads=1)
     finally:
         hook.remove()
     assert len(forwards) == steps + 1 and ds.attrs["n_grad_evals"] == steps + 1

@@ -82,6 +82,11 @@ def _coupled_blocks(matrix: torch.Tensor) -> list[torch.Tensor]:
     return [torch.from_numpy(block).to(matrix.device) for block in np.split(order, splits)]
 
 
+def _flat(tensors) -> torch.Tensor:
+    """The tensors' entries in one vector, tensor after tensor (the pair numbering)."""
+    return torch.cat([tensor.reshape(-1) for tensor in tensors])
+
+
 def _gram(jacobian: torch.Tensor) -> torch.Tensor:
     """K = J Jᵀ; through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
     if jacobian.numel() and (jacobian != 0).sum() < SPARSE_GRAM_DENSITY * jacobian.numel():
@@ -141,7 +146,7 @@ class FilippovSwitching:
         self.shapes = [z.shape for z in switching]
         self.sizes = [shape.numel() for shape in self.shapes]
         self.layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(theta0.device)
-        z = torch.cat([item.reshape(-1) for item in switching])
+        z = _flat(switching)
         self.gates = (z > 0).to(theta0.dtype)
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.band = torch.zeros_like(z)
@@ -149,7 +154,7 @@ class FilippovSwitching:
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z.reshape(-1) for z in self.problem.switching_functions(theta)])
+        return _flat(self.problem.switching_functions(theta))
 
     def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, guess: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,19 +195,15 @@ class FilippovSwitching:
     def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g)."""
-        gates = self.gates.clone()
-        gates[sliding] = alpha
         with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+            leaf, loss, switching = self._gated_graph(theta, sliding, alpha)
             grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
-            self.field.n_evals += 1
             velocity = -grads[0]
             if len(sliding) == 0:
                 empty = sliding.to(theta.dtype)
                 return velocity, empty, empty, empty
             jacobian = self._switching_jacobian(switching, leaf, sliding)
-        return velocity, jacobian @ velocity, jacobian, torch.cat([g.reshape(-1) for g in grads[1:]])[sliding]
+        return velocity, jacobian @ velocity, jacobian, _flat(grads[1:])[sliding]
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
@@ -212,15 +213,21 @@ class FilippovSwitching:
         layers = self.layer_of[sliding]
         for layer in layers.unique().tolist():
             in_layer = layers == layer
-            gates = self.gates.clone()
-            gates[sliding] = torch.where(in_layer, 1.0, alpha)
             with torch.enable_grad():
-                leaf = theta.detach().requires_grad_(True)
-                loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+                _, loss, switching = self._gated_graph(theta, sliding, torch.where(in_layer, 1.0, alpha))
                 grads = torch.autograd.grad(loss, switching)
-            self.field.n_evals += 1
-            signal[in_layer] = torch.cat([g.reshape(-1) for g in grads])[sliding][in_layer]
+            signal[in_layer] = _flat(grads)[sliding][in_layer]
         return signal
+
+    def _gated_graph(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph, D the gates with D_S = α; counts one gradient."""
+        gates = self.gates.clone()
+        gates[sliding] = alpha
+        leaf = theta.detach().requires_grad_(True)
+        loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+        self.field.n_evals += 1
+        return leaf, loss, switching
 
     def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
         return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]

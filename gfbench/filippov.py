@@ -29,6 +29,8 @@ previous evaluation is taken.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
@@ -40,6 +42,8 @@ from .ode import FlowUndefined
 SPARSE_GRAM_DENSITY = 0.05
 #: Most pivots of the complementarity solve; a P-matrix problem of size s needs at most ~2s.
 MAX_PIVOTS = 1000
+#: Coupled blocks of up to this many pairs are solved together by trying every state (3^s of them).
+ENUMERATED_BLOCK_SIZE = 4
 #: Newton steps of the equivalent control of sliding pairs in several layers, and the change
 #: of α (absolute) below which it has settled.
 MAX_NEWTON = 40
@@ -51,35 +55,89 @@ class SlidingSolveFailed(FlowUndefined):
     several-layer iteration did not settle): the run ends with status solver_failed."""
 
 
-def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+class CoupledBlocks(NamedTuple):
+    """A partition of the pairs that no nonzero entry of a complementarity matrix crosses: ``labels``
+    (the block of each pair), ``single`` (the pairs alone in their block) and ``groups`` (the
+    blocks of two or more pairs, one (blocks, size) index tensor per block size)."""
+
+    labels: torch.Tensor
+    single: torch.Tensor
+    groups: list[torch.Tensor]
+
+    def separates(self, matrix: torch.Tensor) -> bool:
+        """Whether every nonzero entry of ``matrix`` lies inside a block."""
+        crossing = self.labels[:, None] != self.labels[None, :]
+        return len(self.labels) == len(matrix) and not ((matrix != 0) & crossing).any()
+
+
+def coupled_blocks(matrix: torch.Tensor, previous: CoupledBlocks | None = None) -> CoupledBlocks:
+    """The connected components of the graph with edges where matrix or its transpose ≠ 0;
+    ``previous`` itself when it still separates ``matrix`` (any such partition gives the same solution,
+    and between events the sliding set and so the pattern of the matrix stay the same)."""
+    if previous is not None and previous.separates(matrix):
+        return previous
+    coupled = scipy.sparse.csr_matrix(((matrix != 0) | (matrix.T != 0)).cpu().numpy())
+    _, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
+    order = np.argsort(labels, kind="stable")
+    blocks = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+    by_size: dict[int, list[np.ndarray]] = {}
+    for block in blocks:
+        by_size.setdefault(len(block), []).append(block)
+    device = matrix.device
+    return CoupledBlocks(torch.from_numpy(labels).to(device),
+                         torch.from_numpy(np.concatenate(by_size.pop(1, [order[:0]]))).to(device),
+                         [torch.from_numpy(np.stack(group)).to(device) for _, group in sorted(by_size.items())])
+
+
+def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor, blocks: CoupledBlocks | None = None
+                       ) -> torch.Tensor:
     """α ∈ [0, 1]^s solving the box complementarity problem for ż(α) = ``velocity_on`` + ``matrix`` (1 − α):
     α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0 (module docstring;
     for one ReLU layer ``matrix`` = K diag(g)).
 
     Pairs couple only through nonzero entries of ``matrix`` (on ntk, pairs of one hidden unit), so
-    each connected block is solved on its own by ``_solve_block``.
+    each block of ``blocks`` (default: ``coupled_blocks(matrix)``) is solved on its own: blocks of up
+    to ENUMERATED_BLOCK_SIZE pairs all at once by ``_solve_small_blocks``, larger ones by ``_solve_block``.
     """
     alpha = torch.empty_like(velocity_on)
-    blocks = _coupled_blocks(matrix)
-    single = torch.cat([block for block in blocks if len(block) == 1] + [blocks[0][:0]])
+    blocks = coupled_blocks(matrix) if blocks is None else blocks
+    single = blocks.single
     # One pair alone: ż = v + m β; β = −v/m clipped to [0, 1] if it attracts (m > 0), else it
     # goes to the side its velocity points to.
     v, m = velocity_on[single], matrix[single, single]
     beta = torch.where(m > 0, (-v / torch.where(m > 0, m, 1.0)).clamp(0, 1), (v < 0).to(v.dtype))
     alpha[single] = 1 - beta
-    for block in blocks:
-        if len(block) > 1:
-            alpha[block] = _solve_block(velocity_on[block], matrix[block][:, block])
+    for group in blocks.groups:
+        if group.shape[1] <= ENUMERATED_BLOCK_SIZE:
+            alpha[group] = _solve_small_blocks(velocity_on[group], matrix[group[:, :, None], group[:, None, :]])
+        else:
+            for block in group:
+                alpha[block] = _solve_block(velocity_on[block], matrix[block][:, block])
     return alpha
 
 
-def _coupled_blocks(matrix: torch.Tensor) -> list[torch.Tensor]:
-    """Index sets of the connected components of the graph with edges where matrix or its transpose ≠ 0."""
-    coupled = scipy.sparse.csr_matrix(((matrix != 0) | (matrix.T != 0)).cpu().numpy())
-    count, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
-    order = np.argsort(labels, kind="stable")
-    splits = np.flatnonzero(np.diff(labels[order])) + 1
-    return [torch.from_numpy(block).to(matrix.device) for block in np.split(order, splits)]
+def _solve_small_blocks(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``_solve_block`` for a batch of blocks of one small size s (velocity_on (B, s), matrix (B, s, s)),
+    by trying all 3^s states (each pair free, on or off) at once and taking the first that satisfies
+    the conditions; a block where none does (no P-matrix) goes to ``_solve_block``."""
+    size = velocity_on.shape[1]
+    states = torch.cartesian_prod(*[torch.arange(3, device=matrix.device)] * size).reshape(-1, size)
+    free, off = states == 0, (states == 2).to(matrix.dtype)
+    # free rows: (matrix β)_k = −v_k; on/off rows: β_k = 0/1
+    system = torch.where(free[None, :, :, None], matrix[:, None], torch.eye(size, dtype=matrix.dtype, device=matrix.device))
+    rhs = torch.where(free[None], -velocity_on[:, None, :], off[None])
+    beta, singular = torch.linalg.solve_ex(system, rhs)
+    velocity = velocity_on[:, None, :] + (matrix[:, None] @ beta[..., None]).squeeze(-1)
+    slack = 1e-12 * (velocity_on.abs().amax(1) + matrix.abs().amax((1, 2)))[:, None, None]
+    attracting = matrix.diagonal(dim1=1, dim2=2)[:, None, :] > 0
+    holds = torch.where(free, attracting & (beta >= 0) & (beta <= 1),
+                        torch.where(off.bool(), velocity <= slack, velocity >= -slack))
+    valid = holds.all(2) & (singular == 0)
+    first = valid.to(torch.int8).argmax(1)
+    alpha = 1 - beta[torch.arange(len(beta), device=beta.device), first].clamp(0, 1)
+    for unsolved in (~valid.any(1)).nonzero().flatten().tolist():
+        alpha[unsolved] = _solve_block(velocity_on[unsolved], matrix[unsolved])
+    return alpha
 
 
 def _flat(tensors) -> torch.Tensor:
@@ -88,10 +146,21 @@ def _flat(tensors) -> torch.Tensor:
 
 
 def _gram(jacobian: torch.Tensor) -> torch.Tensor:
-    """K = J Jᵀ; through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
+    """K = J Jᵀ (dense); through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
+    if jacobian.is_sparse:  # dense over the columns it touches (torch's sparse × sparse product is beta)
+        rows, columns = jacobian.indices()
+        touched, compact = torch.unique(columns, return_inverse=True)
+        dense = jacobian.values().new_zeros(jacobian.shape[0], len(touched)).index_put_(
+            (rows, compact), jacobian.values(), accumulate=True)
+        return dense @ dense.T
     if jacobian.numel() and (jacobian != 0).sum() < SPARSE_GRAM_DENSITY * jacobian.numel():
         return torch.sparse.mm(jacobian.to_sparse(), jacobian.T)
     return jacobian @ jacobian.T
+
+
+def _times(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """matrix @ vector for a dense or sparse COO matrix."""
+    return torch.sparse.mm(matrix, vector[:, None]).squeeze(1) if matrix.is_sparse else matrix @ vector
 
 
 def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -151,6 +220,7 @@ class FilippovSwitching:
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.band = torch.zeros_like(z)
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._blocks: CoupledBlocks | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
@@ -178,19 +248,24 @@ class FilippovSwitching:
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
                 return velocity, signal
-            alpha = equivalent_control(zdot, _gram(jacobian) * signal[None, :])
+            alpha = self._control(zdot, _gram(jacobian) * signal[None, :])
             if not multilayer:
-                return velocity + jacobian.T @ (signal * (1 - alpha)), alpha
+                return velocity + _times(jacobian.t(), signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
             slope = -_gram(jacobian) * self._signal_at(theta, sliding, alpha)[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
-            updated = equivalent_control(zdot + slope @ (1 - alpha), -slope)
+            updated = self._control(zdot + slope @ (1 - alpha), -slope)
             if (updated - alpha).abs().max() <= NEWTON_TOL:
                 return velocity, alpha
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
+
+    def _control(self, velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """``equivalent_control``, reusing the coupled blocks of the previous solve while they still apply."""
+        self._blocks = coupled_blocks(matrix, self._blocks)
+        return equivalent_control(velocity_on, matrix, self._blocks)
 
     def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -202,8 +277,10 @@ class FilippovSwitching:
             if len(sliding) == 0:
                 empty = sliding.to(theta.dtype)
                 return velocity, empty, empty, empty
-            jacobian = self._switching_jacobian(switching, leaf, sliding)
-        return velocity, jacobian @ velocity, jacobian, _flat(grads[1:])[sliding]
+            jacobian = self.problem.switching_jacobian(theta, sliding)
+            if jacobian is None:
+                jacobian = self._switching_jacobian(switching, leaf, sliding)
+        return velocity, _times(jacobian, velocity), jacobian, _flat(grads[1:])[sliding]
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
@@ -285,7 +362,7 @@ class FilippovSwitching:
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once.
         self.band = torch.clamp(-(2 * self.gates - 1) * z, min=0)
-        self._cached = None
+        self._cached = self._blocks = None
 
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,

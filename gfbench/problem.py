@@ -37,7 +37,8 @@ class Problem(Configurable):
 
     A problem whose gradient is only piecewise smooth (a ReLU network) also implements
     ``switching_functions(theta)``, the functions z(θ) across whose zero sets ∇f jumps, and
-    ``gated_loss(theta, gates)``, f with each switch frozen; smooth problems keep the defaults (none).
+    ``gated_loss(theta, gates)``, f with each switch frozen, and may give ``switching_jacobian`` in
+    closed form; smooth problems keep the defaults (none).
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
     generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
     ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
@@ -119,6 +120,14 @@ class Problem(Configurable):
         problem whose ``switching_functions`` are not empty.
         """
         raise NotImplementedError(f"problem {self.name!r} has no switching functions to gate")
+
+    def switching_jacobian(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor | None:
+        """J = ∂z_pairs/∂θ, shape (len(pairs), d), dense or sparse COO, where a closed form is cheaper
+        than autograd; None (the default): the Filippov solver differentiates ``switching_functions``.
+
+        ``pairs`` numbers the switching functions' entries flattened tensor after tensor, row-major.
+        """
+        return None
 
     def recorders(self) -> Sequence[Recorder]:
         return ()

@@ -110,6 +110,16 @@ class NTK(Problem):
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
         return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
+    def switching_jacobian(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """∂Z_ir/∂θ: x_i in the d entries of w_r, zero elsewhere (a sparse row per pair; pair i·m + r is Z_ir)."""
+        width, inputs = self.params["width"], self.params["input_dim"]
+        examples, units = pairs // width, pairs % width
+        rows = torch.arange(len(pairs), device=pairs.device).repeat_interleave(inputs)
+        columns = (units[:, None] * inputs + torch.arange(inputs, device=pairs.device)).reshape(-1)
+        return torch.sparse_coo_tensor(torch.stack([rows, columns]), self.inputs[examples].reshape(-1),
+                                       (len(pairs), self.dim), is_coalesced=True,
+                                       check_invariants=False)
+
     def gram(self, theta: torch.Tensor) -> torch.Tensor:
         """H(θ)_ij = (1/m) x_iᵀx_j Σ_r 1{w_rᵀx_i ≥ 0, w_rᵀx_j ≥ 0} (n × n)."""
         patterns = (self.inputs @ self.hidden_weights(theta).T >= 0).to(self.inputs.dtype)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gfbench
-from gfbench.filippov import equivalent_control
+from gfbench.filippov import _solve_block, _solve_small_blocks, coupled_blocks, equivalent_control
 from gfbench.problem import Problem
 from zoo_support import requires_mnist
 
@@ -277,3 +277,38 @@ def test_flow_sliding_in_two_layers_completes_and_gd_converges_to_it(mnist_env, 
     gaps, slope = gd_gaps_to_the_flow(problem, flow, lr=0.01, steps=100)
     assert -1.25 < slope < -0.6
     assert gaps[-1] < gaps[0] / 4
+
+
+def test_small_blocks_at_once_agree_with_pivoting():
+    """The batched enumeration of free/on/off states gives the pivoting's α on blocks of 2–4 pairs,
+    and a matrix of several such blocks beside single pairs and a larger block is solved block by block."""
+    generator = torch.Generator().manual_seed(0)
+    for size in (2, 3, 4):
+        inputs = torch.randn(50, size, 3, generator=generator, dtype=torch.float64)
+        matrix = inputs @ inputs.transpose(1, 2) + 0.05 * torch.eye(size, dtype=torch.float64)
+        matrix = matrix * (torch.rand(50, 1, size, generator=generator, dtype=torch.float64) + 0.1)
+        velocity_on = torch.randn(50, size, generator=generator, dtype=torch.float64)
+        batched = _solve_small_blocks(velocity_on, matrix)
+        one_by_one = torch.stack([_solve_block(v, m) for v, m in zip(velocity_on, matrix)])
+        assert torch.allclose(batched, one_by_one, atol=1e-12)
+        assert ((batched > 0) & (batched < 1)).any() and ((batched == 0) | (batched == 1)).any()
+    sizes = [1, 3, 1, 2, 7, 1]
+    inputs = [torch.randn(s, 4, generator=generator, dtype=torch.float64) for s in sizes]
+    gram = torch.block_diag(*[x @ x.T + 0.05 * torch.eye(len(x), dtype=torch.float64) for x in inputs])
+    signal = torch.rand(len(gram), generator=generator, dtype=torch.float64) + 0.1
+    velocity_on = torch.randn(len(gram), generator=generator, dtype=torch.float64)
+    permutation = torch.randperm(len(gram), generator=generator)
+    gram, signal, velocity_on = gram[permutation][:, permutation], signal[permutation], velocity_on[permutation]
+    blocks = coupled_blocks(gram * signal[None, :])
+    assert len(blocks.single) == 3 and [tuple(g.shape) for g in blocks.groups] == [(1, 2), (1, 3), (1, 7)]
+    alpha = equivalent_control(velocity_on, gram * signal[None, :], blocks)
+    _box_complementarity_holds(alpha, velocity_on, gram, signal)
+
+
+def test_ntk_switching_jacobian_is_autograd_s():
+    problem = gfbench.get_problem("ntk", width=7, n=5, input_dim=3)
+    theta = problem.init(0)
+    pairs = torch.tensor([0, 6, 8, 20, 34])
+    closed = problem.switching_jacobian(theta, pairs).to_dense()
+    by_autograd = torch.autograd.functional.jacobian(lambda t: problem.switching_functions(t)[0].reshape(-1), theta)
+    assert torch.equal(closed, by_autograd[pairs])

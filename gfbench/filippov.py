@@ -29,6 +29,7 @@ previous evaluation is taken.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -147,12 +148,10 @@ def _flat(tensors) -> torch.Tensor:
 
 def _gram(jacobian: torch.Tensor) -> torch.Tensor:
     """K = J Jᵀ (dense); through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
-    if jacobian.is_sparse:  # dense over the columns it touches (torch's sparse × sparse product is beta)
-        rows, columns = jacobian.indices()
-        touched, compact = torch.unique(columns, return_inverse=True)
-        dense = jacobian.values().new_zeros(jacobian.shape[0], len(touched)).index_put_(
-            (rows, compact), jacobian.values(), accumulate=True)
-        return dense @ dense.T
+    if jacobian.is_sparse:
+        with warnings.catch_warnings():  # torch warns once that sparse × sparse goes through its beta CSR
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+            return torch.sparse.mm(jacobian, jacobian.t()).to_dense()
     if jacobian.numel() and (jacobian != 0).sum() < SPARSE_GRAM_DENSITY * jacobian.numel():
         return torch.sparse.mm(jacobian.to_sparse(), jacobian.T)
     return jacobian @ jacobian.T
@@ -219,7 +218,8 @@ class FilippovSwitching:
         self.gates = (z > 0).to(theta0.dtype)
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.band = torch.zeros_like(z)
-        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: (θ, field, α of the sliding pairs) at the last point evaluated
+        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._blocks: CoupledBlocks | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
@@ -319,9 +319,11 @@ class FilippovSwitching:
         return jacobian
 
     def rhs(self, theta: torch.Tensor) -> torch.Tensor:
-        velocity, alpha = self.field_with(theta, self.sliding, None if self._cached is None else self._cached[1])
-        self._cached = (theta, alpha)
-        return velocity
+        """The Filippov field at θ; evaluated once per θ object (the switch leaves the new field at its θ)."""
+        if self._cached is None or self._cached[0] is not theta:
+            velocity, alpha = self.field_with(theta, self.sliding, None if self._cached is None else self._cached[2])
+            self._cached = (theta, velocity, alpha)
+        return self._cached[1]
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
         """Event functions ``components`` (None: all): s_k z_k + band_k for every pair k (s = ±1
@@ -332,9 +334,8 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         if len(self.sliding) == 0 or (components is not None and components.max() < pairs):
             return signed if components is None else signed[components]
-        if self._cached is None or self._cached[0] is not theta:
-            self.rhs(theta)
-        alpha = self._cached[1]
+        self.rhs(theta)
+        alpha = self._cached[2]
         values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
         return values if components is None else values[components]
 
@@ -345,7 +346,7 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = (signed < 0).nonzero().flatten()
         candidates = torch.cat([self.sliding, crossed])
-        _, alpha = self.field_with(theta, candidates)
+        velocity, alpha = self.field_with(theta, candidates)
         sliding = (alpha > 0) & (alpha < 1)
         was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
         was_sliding[:len(self.sliding)] = True
@@ -362,7 +363,9 @@ class FilippovSwitching:
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once.
         self.band = torch.clamp(-(2 * self.gates - 1) * z, min=0)
-        self._cached = self._blocks = None
+        self._blocks = None
+        # With the gates at the solve's α the field is the one just computed: the restart reuses it.
+        self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding])
 
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,

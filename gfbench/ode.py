@@ -31,6 +31,9 @@ from .torchdiffeq_adapter import ADAPTIVE_METHODS, MAX_STEPS_PER_ADVANCE, Adapti
 #: O(η) gap to GD, loose enough that the solver does not chase round-off.
 DEFAULT_TOLERANCES = {torch.float64: (1e-9, 1e-11), torch.float32: (1e-5, 1e-7)}
 
+#: The adaptive method where neither the user nor the problem names one.
+DEFAULT_METHOD = "dopri5"
+
 #: Width of the bracket an event time is located to, relative to max(1, t): a state error of about
 #: this times the jump of the field, far below any tolerance.
 EVENT_TIME_TOL = 1e-13
@@ -41,7 +44,8 @@ EVENT_TIME_TOL = 1e-13
 ERROR_ESTIMATE_FACTOR = 100.0
 
 FLOW_PARAMETERS = (
-    Param("method", str, "dopri5", "torchdiffeq adaptive Runge-Kutta method", choices=ADAPTIVE_METHODS),
+    Param("method", str, None, "torchdiffeq adaptive Runge-Kutta method; auto: the problem's, else dopri5",
+          choices=ADAPTIVE_METHODS),
     Param("rtol", float, None, "relative tolerance; auto: the problem's, else 1e-9 in float64, 1e-5 in float32",
           bounds=POSITIVE),
     Param("atol", float, None, "absolute tolerance; auto: the problem's, else 1e-11 in float64, 1e-7 in float32",
@@ -55,13 +59,12 @@ FLOW_PARAMETERS = (
 
 
 def flow_options(options: dict, problem, dtype: torch.dtype) -> dict:
-    """``options`` with automatic tolerances filled in: the problem's ``flow_tolerances`` for
-    ``dtype`` if it has them, else DEFAULT_TOLERANCES."""
+    """``options`` with automatic values filled in: the problem's ``flow_method`` (else
+    DEFAULT_METHOD), its ``flow_tolerances`` for ``dtype`` (else DEFAULT_TOLERANCES) and, where the
+    solver has the option, its ``flow_kinks``."""
     rtol, atol = problem.flow_tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
-    resolved = dict(options)
-    resolved["rtol"] = rtol if options["rtol"] is None else options["rtol"]
-    resolved["atol"] = atol if options["atol"] is None else options["atol"]
-    return resolved
+    automatic = {"method": problem.flow_method or DEFAULT_METHOD, "rtol": rtol, "atol": atol, "kinks": problem.flow_kinks}
+    return {key: automatic[key] if value is None and key in automatic else value for key, value in options.items()}
 
 
 class FlowUndefined(ArithmeticError):

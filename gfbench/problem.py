@@ -40,7 +40,9 @@ class Problem(Configurable):
     ``gated_loss(theta, gates)``, f with each switch frozen, and may give ``switching_jacobian`` in
     closed form; smooth problems keep the defaults (none).
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
-    generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks).
+    generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks), and
+    ``flow_method`` and ``flow_kinks`` their default method and treatment of the kinks, chosen
+    from measurements.
     ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
     ``loss_with_aux(theta)`` may return, beside f(θ), tensors computed on the way that recorders
     reuse instead of evaluating again (a classifier's training logits).
@@ -57,6 +59,11 @@ class Problem(Configurable):
     #: Default (rtol, atol) of the adaptive flows by dtype on this problem; absent dtypes use
     #: gfbench.ode.DEFAULT_TOLERANCES.
     flow_tolerances: ClassVar[dict[torch.dtype, tuple[float, float]]] = {}
+    #: Default adaptive method of the flows on this problem (None: gfbench.ode.DEFAULT_METHOD).
+    flow_method: ClassVar[str | None] = None
+    #: Default treatment of the switching surfaces by ``gf`` (its ``kinks`` option): "events"
+    #: (Filippov's flow, event by event) or "step_control" (−∇f integrated as if smooth).
+    flow_kinks: ClassVar[str] = "step_control"
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

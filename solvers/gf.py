@@ -1,18 +1,44 @@
-"""Gradient flow, integrated to tolerance by an adaptive Runge–Kutta method."""
+"""Gradient flow, integrated to tolerance by an adaptive Runge–Kutta method; on a piecewise smooth
+loss, optionally as a Filippov system event by event."""
 from __future__ import annotations
 
-from gfbench.ode import Flow, FlowSolver
+from gfbench.filippov import FilippovSwitching
+from gfbench.ode import FLOW_PARAMETERS, Flow, FlowSolver
+from gfbench.params import Param
+
+KINKS = ("events", "step_control")
 
 
 class GF(FlowSolver):
     """Gradient flow dθ/dt = −∇f(θ) (EC21 Eq. 5), solved by torchdiffeq's adaptive methods.
 
     Reported at t = kη on the GD grid, so ``ds_gd.theta - ds_gf.theta`` is ‖θ_k − θ(kη)‖.
-    Tolerances default to rtol=1e-9, atol=1e-11 in float64 (1e-5, 1e-7 in float32). The
-    dataset records the function evaluations (``nfe``) and accepted/rejected steps.
+    Tolerances default to the problem's, else rtol=1e-9, atol=1e-11 in float64 (1e-5, 1e-7 in
+    float32). The dataset records the function evaluations (``nfe``) and accepted/rejected steps.
+
+    Where f is only piecewise smooth (a ReLU network: ``Problem.switching_functions``), ∇f jumps
+    across the surfaces z_k(θ) = 0 and the flow is meant in Filippov's sense, dθ/dt ∈ −∂f(θ).
+    ``kinks=events``: between events the flow with the activation pattern frozen, −∇f_D(θ), is
+    smooth and is integrated by the adaptive method; an event (a ReLU input z_k reaching 0, or a
+    sliding pair's equivalent control α_k reaching 0 or 1) is located on the step's dense output,
+    the pattern switches there and the integration restarts. Where both one-sided fields point
+    into a surface the flow slides on it with the ReLU derivative replaced by α_k ∈ [0, 1] chosen so
+    that dz_k/dt = 0: the η → 0 limit of GD, which zig-zags across it (``gfbench.filippov`` for the
+    maths and its limits). Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008; Filippov (1988). The
+    dataset also records ``n_crossings``, ``n_sliding_entries`` and ``n_sliding_exits``.
+    ``kinks=step_control``: −∇f is integrated as if smooth and the step control alone resolves each
+    jump (its step collapses where the flow slides). Default: the problem's ``flow_kinks``. On a
+    smooth problem both are the same integration: same steps, values and gradient counts.
     """
 
     name = "gf"
+    parameters = (*FLOW_PARAMETERS,
+                  Param("kinks", str, None, "events: Filippov flow, switching event by event; step_control: "
+                        "integrate -grad f as if smooth; auto: the problem's", choices=KINKS))
 
     def flow(self, field, theta0, lr) -> Flow:
-        return Flow(rhs=lambda theta: -field.gradient(theta))
+        events = self.effective_options(field.problem, theta0.dtype)["kinks"] == "events"
+        if not (events and field.problem.switching_functions(theta0)):
+            return Flow(rhs=lambda theta: -field.gradient(theta))
+        switching = FilippovSwitching(field, theta0)
+        return Flow(rhs=switching.rhs, switching=switching)

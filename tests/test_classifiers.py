@@ -150,6 +150,7 @@ def test_flow_tolerances_default_to_the_problems(mnist_env, name, dtype, options
     ds = gfbench.run(problem, gfbench.get_solver("gf", **options), lr=0.001, steps=2, dtype=dtype, progress=False)
     used = json.loads(ds.attrs["solver_options"])
     assert (used["rtol"], used["atol"]) == expected
+    assert (used["method"], used["kinks"]) == (problem.flow_method or "dopri5", problem.flow_kinks)
 
 
 @pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 50}), ("cnn", {"n_train": 20}),

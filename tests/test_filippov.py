@@ -1,4 +1,4 @@
-"""The Filippov gradient flow (solver ``filippov``) against independent references."""
+"""The Filippov gradient flow (solver ``gf`` with ``kinks=events``) against independent references."""
 from __future__ import annotations
 
 import itertools
@@ -12,6 +12,9 @@ import gfbench
 from gfbench.filippov import _solve_block, _solve_small_blocks, coupled_blocks, equivalent_control
 from gfbench.problem import Problem
 from zoo_support import requires_mnist
+
+#: Gradient flow as a Filippov system, whatever the problem's default treatment of kinks.
+FILIPPOV = gfbench.get_solver("gf", kinks="events")
 
 COSINE = 0.6  # x1·x2
 INPUTS = torch.tensor([[1.0, 0.0], [COSINE, 0.8]], dtype=torch.float64)
@@ -68,7 +71,7 @@ def sliding_closed_form(t: float) -> np.ndarray:
 
 
 def test_flow_crosses_into_sliding_and_matches_the_closed_form():
-    ds = gfbench.run(OneUnitTwoExamples(), "filippov", lr=0.1, steps=60, progress=False, save_params=True)
+    ds = gfbench.run(OneUnitTwoExamples(), FILIPPOV, lr=0.1, steps=60, progress=False, save_params=True)
     assert ds.attrs["status"] == "completed"
     assert (ds.attrs["n_sliding_entries"], ds.attrs["n_sliding_exits"], ds.attrs["n_crossings"]) == (1, 0, 0)
     expected = np.stack([sliding_closed_form(float(t)) for t in ds.time.values])
@@ -77,7 +80,7 @@ def test_flow_crosses_into_sliding_and_matches_the_closed_form():
 
 
 def test_gd_zigzags_around_the_same_sliding_solution():
-    flow = gfbench.run(OneUnitTwoExamples(), "filippov", lr=0.1, steps=60, progress=False, save_params=True)
+    flow = gfbench.run(OneUnitTwoExamples(), FILIPPOV, lr=0.1, steps=60, progress=False, save_params=True)
     gaps = [np.abs(gfbench.run(OneUnitTwoExamples(), "gd", lr=0.1 / r, steps=60 * r, record_every=r, progress=False,
                                save_params=True).theta.values - flow.theta.values).max() for r in (1, 4)]
     assert gaps[1] < gaps[0] / 2.5
@@ -132,7 +135,7 @@ def gd_gaps_to_the_flow(problem, flow, lr: float, steps: int, rates=(1, 2, 4, 8)
 def test_ntk_flow_is_fast_and_gd_converges_to_it_like_lr():
     """ntk width 100, n 20, lr 0.01 to t = 2: GD at lr/r approaches the flow at rate ~1/r."""
     problem = gfbench.get_problem("ntk", width=100, n=20)
-    flow = gfbench.run(problem, "filippov", lr=0.01, steps=200, progress=False, save_params=True)
+    flow = gfbench.run(problem, FILIPPOV, lr=0.01, steps=200, progress=False, save_params=True)
     assert flow.attrs["status"] == "completed"
     assert flow.attrs["n_sliding_entries"] > 0  # the run does exercise sliding
     assert np.all(flow.loss.values <= flow.loss_bound_measured.values * (1 + 1e-6))
@@ -153,7 +156,7 @@ def test_smooth_problems_run_exactly_as_gf(problem, params, lr, steps):
             pytest.skip(f"MNIST copy for tests not found at {SHARED_DATA}/MNIST/raw")
         params = params | {"data_dir": str(SHARED_DATA)}
     runs = [gfbench.run(gfbench.get_problem(problem, **params), solver, lr=lr, steps=steps, progress=False,
-                        save_params=True) for solver in ("gf", "filippov")]
+                        save_params=True) for solver in (gfbench.get_solver("gf", kinks="step_control"), FILIPPOV)]
     assert np.array_equal(runs[0].theta.values, runs[1].theta.values)
     for key in ("n_grad_evals", "nfe", "n_steps_accepted", "n_steps_rejected"):
         assert runs[0].attrs[key] == runs[1].attrs[key]
@@ -271,7 +274,7 @@ def test_flow_sliding_in_two_layers_completes_and_gd_converges_to_it(mnist_env, 
         layers_sliding.append(self.layer_of[self.sliding].unique().numel())
     monkeypatch.setattr(FilippovSwitching, "switch", recording_switch)
     problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
-    flow = gfbench.run(problem, "filippov", lr=0.01, steps=100, progress=False, save_params=True)
+    flow = gfbench.run(problem, FILIPPOV, lr=0.01, steps=100, progress=False, save_params=True)
     assert flow.attrs["status"] == "completed"
     assert max(layers_sliding) == 2
     gaps, slope = gd_gaps_to_the_flow(problem, flow, lr=0.01, steps=100)

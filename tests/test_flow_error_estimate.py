@@ -77,7 +77,7 @@ def test_estimate_is_far_below_the_gd_gf_gap_on_deep_linear_and_compare_shows_it
 
 def test_filippov_companion_has_its_own_switching_state():
     problem = gfbench.get_problem("ntk", width=20, n=5)
-    runs = [gfbench.run(problem, gfbench.get_solver("filippov", rtol=1e-7, atol=1e-9, error_estimate=estimate),
+    runs = [gfbench.run(problem, gfbench.get_solver("gf", kinks="events", rtol=1e-7, atol=1e-9, error_estimate=estimate),
                         lr=0.01, steps=200, record_every=50, save_params=True, progress=False)
             for estimate in (False, True)]
     plain, ds = runs

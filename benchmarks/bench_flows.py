@@ -106,3 +106,20 @@ class FilippovFlows:
         return float(np.linalg.norm(final - tight.theta.values[-1]) / np.linalg.norm(final - gd.theta.values[-1]))
 
     track_error_over_gap.unit = "flow error / GD-flow gap"
+
+
+class ReluFcFlow:
+    """``gf`` at the problem's defaults (method, tolerances, kinks) on relu_fc, EC21 Figure 1's network
+    with its 1000 examples, lr 0.001 to t = 0.01: the gradients the flow costs where kinks are crossed
+    by the thousand per unit time (its error against rtol ÷ 100 is measured in the README)."""
+
+    timeout = 300
+
+    def setup(self):
+        self.problem = make_problem("relu_fc", params={})
+        self.flow = gfbench.run(self.problem, "gf", lr=0.001, steps=10, record_every=10, progress=False)
+
+    def track_gradients(self):
+        return self.flow.attrs["n_grad_evals"]
+
+    track_gradients.unit = "gradient evaluations"

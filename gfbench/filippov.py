@@ -26,6 +26,14 @@ between events is not smooth and only the step control handles them; a pair that
 back within one step goes unseen; with several layers sliding the complementarity problem need not
 have a unique solution (its matrix need not be a P-matrix), and the one continued from the
 previous evaluation is taken.
+Only gradient flow (``gf`` with ``kinks=events``) is integrated this way; the modified flows meet
+the kinks by step control. igr's modified loss f + (η/4)‖∇f‖² is itself discontinuous across the
+surfaces (‖∇f‖² jumps), so its flow is not the Filippov system of a continuous loss and its
+equivalent control would solve a nonlinear complementarity problem; second_order,
+(η/2)θ̈ + θ̇ = −∇f, has a continuous velocity, so a trajectory meets a surface it is pushed back
+to from both sides through ever smaller oscillations (crossings accumulating in finite time),
+which event location cannot pass either. Both are derived by backward error analysis, which
+holds inside one activation region only.
 """
 from __future__ import annotations
 

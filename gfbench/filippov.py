@@ -131,16 +131,16 @@ def _solve_small_blocks(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torc
     the conditions; a block where none does (no P-matrix) goes to ``_solve_block``."""
     size = velocity_on.shape[1]
     states = torch.cartesian_prod(*[torch.arange(3, device=matrix.device)] * size).reshape(-1, size)
-    free, off = states == 0, (states == 2).to(matrix.dtype)
+    free, off = states == 0, states == 2
     # free rows: (matrix β)_k = −v_k; on/off rows: β_k = 0/1
     system = torch.where(free[None, :, :, None], matrix[:, None], torch.eye(size, dtype=matrix.dtype, device=matrix.device))
-    rhs = torch.where(free[None], -velocity_on[:, None, :], off[None])
+    rhs = torch.where(free[None], -velocity_on[:, None, :], off[None].to(matrix.dtype))
     beta, singular = torch.linalg.solve_ex(system, rhs)
     velocity = velocity_on[:, None, :] + (matrix[:, None] @ beta[..., None]).squeeze(-1)
     slack = 1e-12 * (velocity_on.abs().amax(1) + matrix.abs().amax((1, 2)))[:, None, None]
     attracting = matrix.diagonal(dim1=1, dim2=2)[:, None, :] > 0
     holds = torch.where(free, attracting & (beta >= 0) & (beta <= 1),
-                        torch.where(off.bool(), velocity <= slack, velocity >= -slack))
+                        torch.where(off, velocity <= slack, velocity >= -slack))
     valid = holds.all(2) & (singular == 0)
     first = valid.to(torch.int8).argmax(1)
     alpha = 1 - beta[torch.arange(len(beta), device=beta.device), first].clamp(0, 1)

@@ -151,6 +151,8 @@ def _solve_small_blocks(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torc
 
 def _flat(tensors) -> torch.Tensor:
     """The tensors' entries in one vector, tensor after tensor (the pair numbering)."""
+    if len(tensors) == 1:
+        return tensors[0].reshape(-1)
     return torch.cat([tensor.reshape(-1) for tensor in tensors])
 
 
@@ -209,8 +211,8 @@ class FilippovSwitching:
     """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
 
     ``rhs(θ)``: the Filippov field −∇f_D(θ) with the current gates and sliding set;
-    ``events(t, θ)``: a vector ≥ 0 until an event (a gated pair's z changes sign, a sliding α
-    leaves [0, 1]); ``switch(θ)``: at an event, re-decide every pair involved (transversal
+    ``events(t, θ, components)``: a vector ≥ 0 until an event (a gated pair's z changes sign, a
+    sliding α leaves [0, 1]); ``switch(θ, fired)``: at an event, re-decide every pair involved (transversal
     crossing or entry into sliding, exit from sliding) by the complementarity solve.
     Each evaluation of the gated gradient counts one gradient in ``field.n_evals``.
     """
@@ -225,6 +227,7 @@ class FilippovSwitching:
         z = _flat(switching)
         self.gates = (z > 0).to(theta0.dtype)
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
+        self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
         #: (θ, field, α of the sliding pairs) at the last point evaluated
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -307,8 +310,10 @@ class FilippovSwitching:
     def _gated_graph(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph, D the gates with D_S = α; counts one gradient."""
-        gates = self.gates.clone()
-        gates[sliding] = alpha
+        gates = self.gates
+        if len(sliding):
+            gates = gates.clone()
+            gates[sliding] = alpha
         leaf = theta.detach().requires_grad_(True)
         loss, switching = self.problem.gated_loss(leaf, self._split(gates))
         self.field.n_evals += 1
@@ -338,21 +343,28 @@ class FilippovSwitching:
         its gate's side; +inf while it slides), then min(α_j, 1 − α_j) for the j-th sliding pair.
         α costs a gradient evaluation unless θ is the point ``rhs`` was last called at."""
         pairs = self.gates.numel()
+        if components is not None and components.max() < pairs:
+            # the event search asks for a few pairs many times: only theirs are computed
+            signed = (2 * self.gates[components] - 1) * self.problem.switching_values(theta, components)
+            return torch.where(self.is_sliding[components], float("inf"), signed + self.band[components])
         signed = (2 * self.gates - 1) * self._switching(theta) + self.band
         signed[self.sliding] = float("inf")
-        if len(self.sliding) == 0 or (components is not None and components.max() < pairs):
+        if len(self.sliding) == 0:
             return signed if components is None else signed[components]
         self.rhs(theta)
         alpha = self._cached[2]
         values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
         return values if components is None else values[components]
 
-    def switch(self, theta: torch.Tensor) -> None:
-        """Re-decide the pairs whose event fired at θ, and every sliding pair with them."""
+    def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
+        """Re-decide the pairs whose event fired at θ (``fired``: the event components negative
+        there, as ``events`` computed them, and any other pair whose z has the wrong sign), and
+        every sliding pair with them."""
+        pairs = self.gates.numel()
         z = self._switching(theta)
         signed = (2 * self.gates - 1) * z + self.band
         signed[self.sliding] = float("inf")
-        crossed = (signed < 0).nonzero().flatten()
+        crossed = torch.cat([(signed < 0).nonzero().flatten(), fired[fired < pairs]]).unique()
         candidates = torch.cat([self.sliding, crossed])
         velocity, alpha = self.field_with(theta, candidates)
         sliding = (alpha > 0) & (alpha < 1)
@@ -368,9 +380,13 @@ class FilippovSwitching:
         self.crossings += int((~sliding & ~was_sliding).sum())
         self.gates[candidates] = new_gates
         self.sliding = candidates[sliding]
+        self.is_sliding[candidates] = sliding
         # A pair just released may still sit a round-off on the wrong side of its surface: its
-        # event function starts from 0 there instead of firing at once.
+        # event function starts from 0 there instead of firing at once, whether computed with
+        # all pairs or with these few (``switching_values`` may round differently).
         self.band = torch.clamp(-(2 * self.gates - 1) * z, min=0)
+        self.band[candidates] = torch.maximum(self.band[candidates], torch.clamp(
+            -(2 * self.gates[candidates] - 1) * self.problem.switching_values(theta, candidates), min=0))
         self._blocks = None
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
         self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding])

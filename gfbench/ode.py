@@ -127,16 +127,16 @@ class _Trajectory:
         if self.switching is None:
             y = self.solver.advance(target)
         else:
-            event = True
-            while event:
+            time = None
+            while time != target:
                 try:  # the event functions and the switch evaluate the field outside torchdiffeq's calls
-                    time, y, event = self.solver.advance_until(target, self.switching.events,
+                    time, y, fired = self.solver.advance_until(target, self.switching.events,
                                                                EVENT_TIME_TOL * max(1.0, target))
-                    if event:
-                        self.switching.switch(y)
+                    if fired is not None:
+                        self.switching.switch(y, fired)
                 except FlowUndefined as error:
                     raise SolverFailure(f"{error} (at t={self.solver.time:.6g})", self.solver.time) from None
-                if event:
+                if fired is not None:
                     self.solver.restart(time, y)
         return self.to_theta(y)
 
@@ -215,8 +215,8 @@ class Flow:
     step's error estimate, already divided by atol + rtol·|y|, to the number the step control
     keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
     ``events(t, y, components)`` (event functions, all ≥ 0 until an event; see
-    ``AdaptiveRungeKutta.advance_until``), ``switch(y)`` (called at each event, before
-    the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
+    ``AdaptiveRungeKutta.advance_until``), ``switch(y, fired)`` (called at each event with the
+    components negative there, before the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
     depend on its state."""
 
     rhs: Callable[[torch.Tensor], torch.Tensor]

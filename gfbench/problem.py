@@ -128,6 +128,12 @@ class Problem(Configurable):
         """
         raise NotImplementedError(f"problem {self.name!r} has no switching functions to gate")
 
+    def switching_values(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """z_pairs(θ): the entries ``pairs`` of the switching functions, numbered as in
+        ``switching_jacobian``. Default: all of them, flattened, then indexed; a problem where a
+        few entries cost far less than all (ntk: one dot product each) computes only those."""
+        return torch.cat([z.reshape(-1) for z in self.switching_functions(theta)])[pairs]
+
     def switching_jacobian(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor | None:
         """J = ∂z_pairs/∂θ, shape (len(pairs), d), dense or sparse COO, where a closed form is cheaper
         than autograd; None (the default): the Filippov solver differentiates ``switching_functions``.

@@ -165,11 +165,13 @@ class AdaptiveRungeKutta:
         state = self._solver.rk_state
         if t == float(state.t1):
             return state.y1
+        if t == float(state.t0):  # the polynomial's constant term, as interpolation at t0 would give it
+            return state.interp_coeff[0]
         return self._internals.interpolate(state.interp_coeff, state.t0, state.t1,
                                            torch.tensor(t, dtype=torch.float64, device=self._device))
 
     def advance_until(self, t: float, events: Callable[[float, torch.Tensor, torch.Tensor | None], torch.Tensor],
-                      time_tol: float) -> tuple[float, torch.Tensor, bool]:
+                      time_tol: float) -> tuple[float, torch.Tensor, torch.Tensor | None]:
         """Integrate on towards t, stopping at the first time some component of ``events`` turns negative.
 
         ``events(s, y, components)`` maps a time and state to the event functions numbered by
@@ -177,7 +179,8 @@ class AdaptiveRungeKutta:
         every step end; a sign change is located on that step's dense output, among the
         components negative at the step end, by the Illinois method to a bracket of width
         ≤ ``time_tol``, whose right end is returned: there the event has happened. Returns (time
-        reached, y there, whether an event stopped the integration). A component that changes
+        reached, y there, the components negative there or None when no event stopped the
+        integration). A component that changes
         sign and back within one step is not seen. Not to be mixed with ``advance``; ``restart``
         continues after an event.
         """
@@ -195,10 +198,11 @@ class AdaptiveRungeKutta:
                                         float(at_end[fired].min()), time_tol)
                     if when <= t:
                         self._now = when
-                        return when, self._dense(when), True
+                        y = self._dense(when)
+                        return when, y, fired[events(when, y, fired) < 0]
                 if t <= step_end:
                     self._now = t
-                    return t, self._dense(t), False
+                    return t, self._dense(t), None
                 self._now = step_end
             self._solver.rk_state = self._solver._adaptive_step(state)
 

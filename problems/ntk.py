@@ -111,6 +111,11 @@ class NTK(Problem):
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
         return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
+    def switching_values(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Z_ir = w_rᵀx_i for the pairs i·m + r only."""
+        width = self.params["width"]
+        return (self.hidden_weights(theta)[pairs % width] * self.inputs[pairs // width]).sum(1)
+
     def switching_jacobian(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """∂Z_ir/∂θ: x_i in the d entries of w_r, zero elsewhere (a sparse row per pair; pair i·m + r is Z_ir)."""
         width, inputs = self.params["width"], self.params["input_dim"]

@@ -269,8 +269,8 @@ def test_flow_sliding_in_two_layers_completes_and_gd_converges_to_it(mnist_env, 
     layers_sliding = []
     switch = FilippovSwitching.switch
 
-    def recording_switch(self, theta):
-        switch(self, theta)
+    def recording_switch(self, theta, fired):
+        switch(self, theta, fired)
         layers_sliding.append(self.layer_of[self.sliding].unique().numel())
     monkeypatch.setattr(FilippovSwitching, "switch", recording_switch)
     problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
@@ -315,3 +315,13 @@ def test_ntk_switching_jacobian_is_autograd_s():
     closed = problem.switching_jacobian(theta, pairs).to_dense()
     by_autograd = torch.autograd.functional.jacobian(lambda t: problem.switching_functions(t)[0].reshape(-1), theta)
     assert torch.equal(closed, by_autograd[pairs])
+
+
+def test_ntk_switching_values_are_the_switching_functions_entries():
+    """The few-pair shortcut the event search uses against the full n × m matrix (and the default)."""
+    problem = gfbench.get_problem("ntk", width=7, n=5, input_dim=3)
+    theta = problem.init(0)
+    pairs = torch.tensor([0, 6, 8, 20, 34])
+    full = problem.switching_functions(theta)[0].reshape(-1)[pairs]
+    assert torch.allclose(problem.switching_values(theta, pairs), full, rtol=1e-14, atol=1e-15)
+    assert torch.equal(gfbench.problem.Problem.switching_values(problem, theta, pairs), full)

@@ -280,18 +280,26 @@ class FilippovSwitching:
 
     def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g)."""
+        """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g); the
+        problem's ``gated_gradient`` where it has one, else autograd through ``gated_loss``."""
+        closed_form = self.problem.gated_gradient(theta, self._split(self._gates_with(sliding, alpha)))
         with torch.enable_grad():
-            leaf, loss, switching = self._gated_graph(theta, sliding, alpha)
-            grads = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
-            velocity = -grads[0]
+            if closed_form is None:
+                leaf, loss, switching = self._gated_graph(theta, sliding, alpha)
+                gradient, *signals = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
+            else:
+                self.field.n_evals += 1
+                gradient, signals = closed_form
+            velocity = -gradient
             if len(sliding) == 0:
                 empty = sliding.to(theta.dtype)
                 return velocity, empty, empty, empty
             jacobian = self.problem.switching_jacobian(theta, sliding)
             if jacobian is None:
+                if closed_form is not None:
+                    leaf, _, switching = self._gated_graph(theta, sliding, alpha)
                 jacobian = self._switching_jacobian(switching, leaf, sliding)
-        return velocity, _times(jacobian, velocity), jacobian, _flat(grads[1:])[sliding]
+        return velocity, _times(jacobian, velocity), jacobian, _flat(signals)[sliding]
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
@@ -310,14 +318,18 @@ class FilippovSwitching:
     def _gated_graph(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph, D the gates with D_S = α; counts one gradient."""
-        gates = self.gates
-        if len(sliding):
-            gates = gates.clone()
-            gates[sliding] = alpha
         leaf = theta.detach().requires_grad_(True)
-        loss, switching = self.problem.gated_loss(leaf, self._split(gates))
+        loss, switching = self.problem.gated_loss(leaf, self._split(self._gates_with(sliding, alpha)))
         self.field.n_evals += 1
         return leaf, loss, switching
+
+    def _gates_with(self, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """The gates, with D_S = α (a copy only where S is not empty)."""
+        if len(sliding) == 0:
+            return self.gates
+        gates = self.gates.clone()
+        gates[sliding] = alpha
+        return gates
 
     def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
         return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]

@@ -111,6 +111,16 @@ class NTK(Problem):
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
         return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
+    def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """∂L_D/∂Z = D ⊙ r aᵀ/√m with r = (u − y)/n, and ∇_W L_D = (∂L_D/∂Z)ᵀ X."""
+        (gate,) = gates
+        (pre_activations,) = self.switching_functions(theta)
+        scale = math.sqrt(self.params["width"])
+        residuals = ((gate * pre_activations) @ self.output_weights / scale - self.targets) / self.params["n"]
+        signal = gate * torch.outer(residuals, self.output_weights / scale)
+        # (Xᵀ S)ᵀ: a (d × n)(n × m) product, faster than Sᵀ X's (m × n)(n × d) on the CPU
+        return (self.inputs.T @ signal).T.reshape(-1), [signal]
+
     def switching_values(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Z_ir = w_rᵀx_i for the pairs i·m + r only."""
         width = self.params["width"]

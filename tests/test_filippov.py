@@ -325,3 +325,16 @@ def test_ntk_switching_values_are_the_switching_functions_entries():
     full = problem.switching_functions(theta)[0].reshape(-1)[pairs]
     assert torch.allclose(problem.switching_values(theta, pairs), full, rtol=1e-14, atol=1e-15)
     assert torch.equal(gfbench.problem.Problem.switching_values(problem, theta, pairs), full)
+
+
+def test_ntk_gated_gradient_is_autograd_s():
+    """The closed-form ∇L_D and ∂L_D/∂Z against autograd through gated_loss, with gates in [0, 1]."""
+    problem = gfbench.get_problem("ntk", width=7, n=5, input_dim=3)
+    theta = problem.init(0)
+    gate = torch.rand(5, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    leaf = theta.clone().requires_grad_(True)
+    loss, (pre_activations,) = problem.gated_loss(leaf, [gate])
+    by_autograd = torch.autograd.grad(loss, [leaf, pre_activations])
+    gradient, (signal,) = problem.gated_gradient(theta, [gate])
+    assert torch.allclose(gradient, by_autograd[0], rtol=1e-13, atol=1e-16)
+    assert torch.allclose(signal, by_autograd[1], rtol=1e-13, atol=1e-16)

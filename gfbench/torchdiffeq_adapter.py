@@ -41,6 +41,9 @@ MAX_STEPS_PER_ADVANCE = 10 ** 9
 
 _CHECK_INPUTS_PARAMETERS = ("func", "y0", "t", "rtol", "atol", "method", "options", "event_fn", "SOLVERS")
 _STATE_FIELDS = ("y1", "f1", "t0", "t1", "dt", "interp_coeff")
+#: What ``AdaptiveRungeKutta._step`` reads from a torchdiffeq adaptive solver.
+_SOLVER_ATTRIBUTES = ("func", "tableau", "mid", "rtol", "atol", "norm", "safety", "ifactor", "dfactor", "order",
+                      "min_step", "max_step")
 #: Most iterations of the event-time search (Illinois regula falsi); it needs ~10 to reach round-off.
 MAX_EVENT_ITERATIONS = 100
 
@@ -55,6 +58,10 @@ class _Internals:
     solvers: dict[str, type]
     state_type: type
     interpolate: Callable[..., torch.Tensor]
+    fit_interpolant: Callable[..., list]
+    error_ratio: Callable[..., torch.Tensor]
+    optimal_step_size: Callable[..., torch.Tensor]
+    perturb: Any
 
 
 def check_torchdiffeq() -> _Internals:
@@ -75,6 +82,12 @@ def check_torchdiffeq() -> _Internals:
     if state_type is not None and getattr(state_type, "_fields", None) != _STATE_FIELDS:
         problems.append(f"_RungeKuttaState does not have the fields {_STATE_FIELDS}")
     interpolate = _private("torchdiffeq._impl.interp", "_interp_evaluate", problems)
+    fit_interpolant = _private("torchdiffeq._impl.interp", "_interp_fit", problems)
+    error_ratio = _private("torchdiffeq._impl.misc", "_compute_error_ratio", problems)
+    optimal_step_size = _private("torchdiffeq._impl.misc", "_optimal_step_size", problems)
+    perturb = _private("torchdiffeq._impl.misc", "Perturb", problems)
+    if perturb is not None and not {"NONE", "PREV"} <= set(getattr(perturb, "__members__", ())):
+        problems.append("misc.Perturb has no NONE and PREV")
     for method in ADAPTIVE_METHODS:
         solver_class = solvers.get(method)
         if solver_class is None:
@@ -91,7 +104,8 @@ def check_torchdiffeq() -> _Internals:
     if problems:
         raise UnsupportedTorchdiffeq(f"torchdiffeq {version} is not supported (gfbench needs torchdiffeq"
                                      f"{SUPPORTED_VERSIONS}): {'; '.join(problems)}")
-    return _Internals(check_inputs, solvers, state_type, interpolate)
+    return _Internals(check_inputs, solvers, state_type, interpolate, fit_interpolant, error_ratio,
+                      optimal_step_size, perturb)
 
 
 def _private(module: str, name: str, problems: list[str]) -> Any:
@@ -148,6 +162,11 @@ class AdaptiveRungeKutta:
         _, guarded, y0, self._start, rtol, atol, method, options, _, _ = internals.check_inputs(
             _StepGuard(func), y0, start, rtol, atol, method, options, None, internals.solvers)
         self._solver = internals.solvers[method](func=guarded, y0=y0, rtol=rtol, atol=atol, **options)
+        missing = [name for name in _SOLVER_ATTRIBUTES if not hasattr(self._solver, name)]
+        if missing:
+            raise UnsupportedTorchdiffeq(f"torchdiffeq {getattr(torchdiffeq, '__version__', 'unknown')}: "
+                                         f"{method} solver has no {', '.join(missing)} (gfbench needs "
+                                         f"torchdiffeq{SUPPORTED_VERSIONS})")
         self._now = 0.0
 
     def advance(self, t: float) -> torch.Tensor:
@@ -204,7 +223,47 @@ class AdaptiveRungeKutta:
                     self._now = t
                     return t, self._dense(t), None
                 self._now = step_end
-            self._solver.rk_state = self._solver._adaptive_step(state)
+            self._solver.rk_state = self._step(state)
+
+    def _step(self, state):
+        """One adaptive step from ``state``, as torchdiffeq's ``_adaptive_step`` takes it: the same
+        tableau, right-hand side calls, error ratio, step-size rule, callbacks and dense output. Only
+        the stage derivatives are stored as the rows of a (stages, *shape) tensor, so each stage's
+        combination Σ_j β_ij k_j is one contiguous product; torchdiffeq keeps them as (*shape, stages)
+        and sums across the short last axis, which on a state of 10^5 entries costs more than the
+        gradient (ntk at width 16384). Used by ``advance_until``; sums in another order than
+        torchdiffeq's, so it agrees with ``_adaptive_step`` to round-off."""
+        solver, internals = self._solver, self._internals
+        y0, f0, _, t0, dt, _ = state
+        if not torch.isfinite(dt):
+            dt = solver.min_step
+        dt = dt.clamp(solver.min_step, solver.max_step)
+        solver.func.callback_step(t0, y0, dt)
+        t1 = t0 + dt
+        tableau, h = solver.tableau, dt.to(y0.dtype)
+        stages = torch.empty(len(tableau.alpha) + 1, *y0.shape, dtype=y0.dtype, device=y0.device)
+        stages[0] = f0
+        for i, (alpha_i, beta_i) in enumerate(zip(tableau.alpha, tableau.beta)):
+            at_end = bool(alpha_i == 1.0)  # torchdiffeq evaluates the last stage just before t1
+            y_stage = y0 + torch.tensordot(beta_i * h, stages[:i + 1], dims=1)
+            stages[i + 1] = solver.func(t1 if at_end else t0 + alpha_i * dt, y_stage,
+                                        perturb=internals.perturb.PREV if at_end else internals.perturb.NONE)
+        first_same_as_last = bool(tableau.c_sol[-1] == 0 and (tableau.c_sol[:-1] == tableau.beta[-1]).all())
+        y1 = y_stage if first_same_as_last else y0 + torch.tensordot(tableau.c_sol * h, stages, dims=1)
+        error = torch.tensordot(tableau.c_error * h, stages, dims=1)
+        error_ratio = internals.error_ratio(error, solver.rtol, solver.atol, y0, y1, solver.norm)
+        accept = bool(error_ratio <= 1 and dt <= solver.max_step) or bool(dt <= solver.min_step)
+        if accept:
+            solver.func.callback_accept_step(t0, y0, dt)
+            y_mid = y0 + torch.tensordot(solver.mid * h, stages, dims=1)
+            interp_coeff = internals.fit_interpolant(y0, y1, y_mid, stages[0], stages[-1], h)
+            state = internals.state_type(y1, stages[-1], t0, t1, dt, interp_coeff)
+        else:
+            solver.func.callback_reject_step(t0, y0, dt)
+            state = internals.state_type(y0, f0, t0, t0, dt, state.interp_coeff)
+        dt_next = internals.optimal_step_size(dt, error_ratio, solver.safety, solver.ifactor, solver.dfactor,
+                                              solver.order).clamp(solver.min_step, solver.max_step)
+        return state._replace(dt=dt_next)
 
     def _locate(self, first_event: Callable[[float], torch.Tensor], left: float, right: float, right_value: float,
                 time_tol: float) -> float:

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import torchdiffeq
 import torchdiffeq._impl.misc
 import torchdiffeq._impl.rk_common
@@ -94,3 +95,47 @@ def test_solver_failures_are_the_same_under_python_O(tmp_path):
         ("solver_failed", "gf: step size underflow"),
         ("solver_failed", "overflowing: non-finite values in state `y`"),
         ("solver_failed", "gf: more than max_steps=3 steps between record times,")]
+
+
+class _Counting:
+    """A nonlinear right-hand side with the step callbacks, counting accepted and rejected steps."""
+
+    def __init__(self):
+        self.accepted = self.rejected = 0
+
+    def __call__(self, t, y):
+        return -torch.sin(y) * torch.arange(1, len(y) + 1, dtype=y.dtype) + 0.1 * y.roll(1)
+
+    def callback_step(self, t0, y0, dt):
+        pass
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.rejected += 1
+
+
+@pytest.mark.parametrize("method", torchdiffeq_adapter.ADAPTIVE_METHODS)
+def test_the_event_path_step_is_torchdiffeqs_adaptive_step(method):
+    """AdaptiveRungeKutta._step against torchdiffeq's own _adaptive_step from the same states: an
+    accepted step (state, derivative, dense output, next step size) and a rejected one."""
+    y0 = torch.linspace(0.3, 2.0, 50, dtype=torch.float64)
+    ours, theirs = _Counting(), _Counting()
+    stepper = torchdiffeq_adapter.AdaptiveRungeKutta(ours, y0, method=method, rtol=1e-6, atol=1e-8)
+    reference = torchdiffeq_adapter.AdaptiveRungeKutta(theirs, y0, method=method, rtol=1e-6, atol=1e-8)
+    stepper.advance(0.05)
+    reference.advance(0.05)
+    start = stepper._solver.rk_state
+    before = (ours.accepted, ours.rejected)
+    for dt in (start.dt, torch.tensor(0.8, dtype=torch.float64)):
+        state = start._replace(dt=dt)
+        mine, expected = stepper._step(state), reference._solver._adaptive_step(state)
+        for field in ("y1", "f1", "t0", "t1"):
+            assert torch.allclose(getattr(mine, field), getattr(expected, field), rtol=1e-13, atol=1e-15), field
+        # the next step size goes like error^(-1/order), the error being a difference of stages
+        assert float(mine.dt) == pytest.approx(float(expected.dt), rel=1e-9)
+        for ours_coefficient, theirs_coefficient in zip(mine.interp_coeff, expected.interp_coeff):
+            assert torch.allclose(ours_coefficient, theirs_coefficient, rtol=1e-12, atol=1e-14)
+    assert (ours.accepted, ours.rejected) == (theirs.accepted, theirs.rejected)
+    assert (ours.accepted - before[0], ours.rejected - before[1]) == (1, 1)

@@ -368,6 +368,20 @@ class FilippovSwitching:
         values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
         return values if components is None else values[components]
 
+    def events_along(self, dense, components: torch.Tensor):
+        """``events`` at the ``components`` as a function of time along a step's dense output
+        (``gfbench.torchdiffeq_adapter.DenseOutput``). Where the switching functions are linear
+        (``Problem.switching_linear``) and only pairs are asked for, z_k along the step is the
+        polynomial with coefficients z_k(c_j): a few dot products per step instead of θ
+        interpolated at every trial time."""
+        pairs = self.gates.numel()
+        if not (self.problem.switching_linear and components.max() < pairs):
+            return lambda s: self.events(s, dense(s), components)
+        switching = dense.map(lambda c: self.problem.switching_values(c, components))
+        side, band = 2 * self.gates[components] - 1, self.band[components]
+        sliding = self.is_sliding[components]
+        return lambda s: torch.where(sliding, float("inf"), side * switching(s) + band)
+
     def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ (``fired``: the event components negative
         there, as ``events`` computed them, and any other pair whose z has the wrong sign), and

@@ -131,7 +131,8 @@ class _Trajectory:
             while time != target:
                 try:  # the event functions and the switch evaluate the field outside torchdiffeq's calls
                     time, y, fired = self.solver.advance_until(target, self.switching.events,
-                                                               EVENT_TIME_TOL * max(1.0, target))
+                                                               EVENT_TIME_TOL * max(1.0, target),
+                                                               self.switching.events_along)
                     if fired is not None:
                         self.switching.switch(y, fired)
                 except FlowUndefined as error:
@@ -214,8 +215,8 @@ class Flow:
     θ = ``to_theta(y)`` (y itself when None) reported at the record times. ``error_norm`` maps the
     step's error estimate, already divided by atol + rtol·|y|, to the number the step control
     keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
-    ``events(t, y, components)`` (event functions, all ≥ 0 until an event; see
-    ``AdaptiveRungeKutta.advance_until``), ``switch(y, fired)`` (called at each event with the
+    ``events(t, y, components)`` (event functions, all ≥ 0 until an event) and
+    ``events_along(dense, components)`` (see ``AdaptiveRungeKutta.advance_until``), ``switch(y, fired)`` (called at each event with the
     components negative there, before the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
     depend on its state."""
 

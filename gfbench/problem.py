@@ -64,6 +64,10 @@ class Problem(Configurable):
     #: Default treatment of the switching surfaces by ``gf`` (its ``kinks`` option): "events"
     #: (Filippov's flow, event by event) or "step_control" (−∇f integrated as if smooth).
     flow_kinks: ClassVar[str] = "step_control"
+    #: Whether every switching function is linear in θ, z(θ) = Jθ (ntk): then z along a solver
+    #: step's polynomial dense output is a polynomial with coefficients z(c_j), and the event search
+    #: evaluates a few of them instead of interpolating θ.
+    switching_linear: ClassVar[bool] = False
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

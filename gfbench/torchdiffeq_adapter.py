@@ -57,7 +57,6 @@ class _Internals:
     check_inputs: Callable[..., tuple]
     solvers: dict[str, type]
     state_type: type
-    interpolate: Callable[..., torch.Tensor]
     fit_interpolant: Callable[..., list]
     error_ratio: Callable[..., torch.Tensor]
     optimal_step_size: Callable[..., torch.Tensor]
@@ -81,7 +80,6 @@ def check_torchdiffeq() -> _Internals:
     state_type = _private("torchdiffeq._impl.rk_common", "_RungeKuttaState", problems)
     if state_type is not None and getattr(state_type, "_fields", None) != _STATE_FIELDS:
         problems.append(f"_RungeKuttaState does not have the fields {_STATE_FIELDS}")
-    interpolate = _private("torchdiffeq._impl.interp", "_interp_evaluate", problems)
     fit_interpolant = _private("torchdiffeq._impl.interp", "_interp_fit", problems)
     error_ratio = _private("torchdiffeq._impl.misc", "_compute_error_ratio", problems)
     optimal_step_size = _private("torchdiffeq._impl.misc", "_optimal_step_size", problems)
@@ -104,7 +102,7 @@ def check_torchdiffeq() -> _Internals:
     if problems:
         raise UnsupportedTorchdiffeq(f"torchdiffeq {version} is not supported (gfbench needs torchdiffeq"
                                      f"{SUPPORTED_VERSIONS}): {'; '.join(problems)}")
-    return _Internals(check_inputs, solvers, state_type, interpolate, fit_interpolant, error_ratio,
+    return _Internals(check_inputs, solvers, state_type, fit_interpolant, error_ratio,
                       optimal_step_size, perturb)
 
 
@@ -138,6 +136,31 @@ class _StepGuard:
         if not torch.isfinite(y0).all():
             raise SolverFailure(f"non-finite values in state `y` at t={start:.6g}", start)
         self.func.callback_step(t0, y0, dt)
+
+
+class DenseOutput:
+    """One step's dense output, torchdiffeq's polynomial y(s) = Σ_j c_j x^j with
+    x = (s − t0)/(t1 − t0), ``coefficients`` = [c_0, c_1, …]; exactly c_0 at t0 and ``end`` (the
+    step's y1) at t1. ``map(f)`` applies a linear map f to every coefficient: the dense output of
+    f(y), for a few entries of f(y) far cheaper than f at each interpolated state."""
+
+    def __init__(self, coefficients: list[torch.Tensor], t0: float, t1: float, end: torch.Tensor) -> None:
+        self.coefficients, self.t0, self.t1, self.end = coefficients, t0, t1, end
+
+    def __call__(self, s: float) -> torch.Tensor:
+        if s == self.t1:
+            return self.end
+        if s == self.t0:
+            return self.coefficients[0]
+        x = (s - self.t0) / (self.t1 - self.t0)
+        total, power = self.coefficients[0], 1.0
+        for coefficient in self.coefficients[1:]:
+            power *= x
+            total = total + power * coefficient
+        return total
+
+    def map(self, linear: Callable[[torch.Tensor], torch.Tensor]) -> DenseOutput:
+        return DenseOutput([linear(c) for c in self.coefficients], self.t0, self.t1, linear(self.end))
 
 
 class AdaptiveRungeKutta:
@@ -180,48 +203,49 @@ class AdaptiveRungeKutta:
         """The time the integration has reached."""
         return self._now
 
-    def _dense(self, t: float) -> torch.Tensor:
+    def _dense_output(self) -> DenseOutput:
         state = self._solver.rk_state
-        if t == float(state.t1):
-            return state.y1
-        if t == float(state.t0):  # the polynomial's constant term, as interpolation at t0 would give it
-            return state.interp_coeff[0]
-        return self._internals.interpolate(state.interp_coeff, state.t0, state.t1,
-                                           torch.tensor(t, dtype=torch.float64, device=self._device))
+        return DenseOutput(state.interp_coeff, float(state.t0), float(state.t1), state.y1)
 
     def advance_until(self, t: float, events: Callable[[float, torch.Tensor, torch.Tensor | None], torch.Tensor],
-                      time_tol: float) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+                      time_tol: float, events_along: Callable[[DenseOutput, torch.Tensor], Callable[[float], torch.Tensor]]
+                      | None = None) -> tuple[float, torch.Tensor, torch.Tensor | None]:
         """Integrate on towards t, stopping at the first time some component of ``events`` turns negative.
 
         ``events(s, y, components)`` maps a time and state to the event functions numbered by
         ``components`` (all of them when None), all ≥ 0 at the current time. They are checked at
         every step end; a sign change is located on that step's dense output, among the
         components negative at the step end, by the Illinois method to a bracket of width
-        ≤ ``time_tol``, whose right end is returned: there the event has happened. Returns (time
-        reached, y there, the components negative there or None when no event stopped the
-        integration). A component that changes
-        sign and back within one step is not seen. Not to be mixed with ``advance``; ``restart``
-        continues after an event.
+        ≤ ``time_tol``, whose right end is returned: there the event has happened.
+        ``events_along(dense, components)`` gives those components as a function of time along a
+        step's ``DenseOutput`` (default: ``events`` at ``dense(s)``), where that is cheaper. Returns
+        (time reached, y there, the components negative there, by that function, or None when no
+        event stopped the integration). A component that changes sign and back within one step is
+        not seen. Not to be mixed with ``advance``; ``restart`` continues after an event.
         """
+        if events_along is None:
+            def events_along(dense, components):
+                return lambda s: events(s, dense(s), components)
         if self._start is not None:
             self._solver._before_integrate(self._start)
             self._start = None
         while True:
             state = self._solver.rk_state
             step_end = float(state.t1)
+            dense = self._dense_output()
             if step_end > self._now:
                 at_end = events(step_end, state.y1, None)
                 if at_end.min() < 0:
                     fired = (at_end < 0).nonzero().flatten()
-                    when = self._locate(lambda s: events(s, self._dense(s), fired).min(), self._now, step_end,
-                                        float(at_end[fired].min()), time_tol)
+                    along = events_along(dense, fired)
+                    when = self._locate(lambda s: along(s).min(), self._now, step_end, float(at_end[fired].min()),
+                                        time_tol)
                     if when <= t:
                         self._now = when
-                        y = self._dense(when)
-                        return when, y, fired[events(when, y, fired) < 0]
+                        return when, dense(when), fired[along(when) < 0]
                 if t <= step_end:
                     self._now = t
-                    return t, self._dense(t), None
+                    return t, dense(t), None
                 self._now = step_end
             self._solver.rk_state = self._step(state)
 

@@ -53,6 +53,7 @@ class NTK(Problem):
     default_lr = 1.0
     default_steps = 500
     flow_kinks = "events"
+    switching_linear = True
 
     def build(self) -> None:
         p = self.params

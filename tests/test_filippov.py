@@ -338,3 +338,22 @@ def test_ntk_gated_gradient_is_autograd_s():
     gradient, (signal,) = problem.gated_gradient(theta, [gate])
     assert torch.allclose(gradient, by_autograd[0], rtol=1e-13, atol=1e-16)
     assert torch.allclose(signal, by_autograd[1], rtol=1e-13, atol=1e-16)
+
+
+def test_events_along_a_step_on_linear_switching_functions_are_the_events_at_its_states():
+    """ntk's z is linear in θ: the polynomial the event search evaluates (coefficients z(c_j)) against
+    the event functions at the interpolated θ."""
+    from gfbench.filippov import FilippovSwitching
+    from gfbench.torchdiffeq_adapter import DenseOutput
+
+    problem = gfbench.get_problem("ntk", width=9, n=4, input_dim=3)
+    theta = problem.init(0)
+    switching = FilippovSwitching(gfbench.field.GradientField(problem), theta)
+    generator = torch.Generator().manual_seed(2)
+    coefficients = [theta] + [0.3 * torch.randn(problem.dim, generator=generator, dtype=torch.float64)
+                              for _ in range(4)]
+    dense = DenseOutput(coefficients, 1.0, 1.5, sum(coefficients))
+    components = torch.tensor([0, 5, 17, 30])
+    along = switching.events_along(dense, components)
+    for s in (1.0, 1.1, 1.37, 1.5):
+        assert torch.allclose(along(s), switching.events(s, dense(s), components), rtol=1e-12, atol=1e-14)

@@ -232,6 +232,8 @@ class FilippovSwitching:
         #: (θ, field, α of the sliding pairs) at the last point evaluated
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._blocks: CoupledBlocks | None = None
+        #: (sliding set, J_S, K) while z is linear in θ and the sliding set has not changed
+        self._constant_geometry: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
@@ -259,12 +261,12 @@ class FilippovSwitching:
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
                 return velocity, signal
-            alpha = self._control(zdot, _gram(jacobian) * signal[None, :])
+            alpha = self._control(zdot, self._gram_of(sliding, jacobian) * signal[None, :])
             if not multilayer:
                 return velocity + _times(jacobian.t(), signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
-            slope = -_gram(jacobian) * self._signal_at(theta, sliding, alpha)[None, :]
+            slope = -self._gram_of(sliding, jacobian) * self._signal_at(theta, sliding, alpha)[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
             if (updated - alpha).abs().max() <= NEWTON_TOL:
@@ -294,12 +296,25 @@ class FilippovSwitching:
             if len(sliding) == 0:
                 empty = sliding.to(theta.dtype)
                 return velocity, empty, empty, empty
-            jacobian = self.problem.switching_jacobian(theta, sliding)
+            constant = self._constant_geometry
+            if constant is not None and constant[0] is sliding:
+                jacobian = constant[1]
+            else:
+                jacobian = self.problem.switching_jacobian(theta, sliding)
             if jacobian is None:
                 if closed_form is not None:
                     leaf, _, switching = self._gated_graph(theta, sliding, alpha)
                 jacobian = self._switching_jacobian(switching, leaf, sliding)
         return velocity, _times(jacobian, velocity), jacobian, _flat(signals)[sliding]
+
+    def _gram_of(self, sliding: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
+        """K = J_S J_Sᵀ; on linear switching functions (``Problem.switching_linear``) J_S and K do not
+        depend on θ, so both are kept while the sliding set is the same tensor (until the next switch)."""
+        if not self.problem.switching_linear:
+            return _gram(jacobian)
+        if self._constant_geometry is None or self._constant_geometry[0] is not sliding:
+            self._constant_geometry = (sliding, jacobian, _gram(jacobian))
+        return self._constant_geometry[2]
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the

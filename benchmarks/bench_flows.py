@@ -66,12 +66,15 @@ class FilippovFlows:
     as a fraction of the GD–flow gap it is meant to resolve, at the final time.
 
     ``ntk``: width 100, n 20, lr 0.01 to t = 2 (crossings and one-layer sliding);
+    ``ntk_wide``: width 4096, n 20, lr 1 to t = 10 (an event about every step, on a state of 40,960
+    entries: the solver's O(d) work per event);
     ``relu_mlp``: mlp 784-8-8-2 (relu, mse, 5 examples of digits 0, 1), lr 0.01 to t = 1, where
     pairs of both hidden layers slide at once.
     """
 
     CASES = {
         "ntk": ("ntk", {"width": 100, "n": 20}, 0.01, 200),
+        "ntk_wide": ("ntk", {"width": 4096, "n": 20}, 1.0, 10),
         "relu_mlp": ("mlp", {"hidden": "8,8", "activation": "relu", "n_train": 5, "classes": "0,1"}, 0.01, 100),
     }
     params = (list(CASES),)

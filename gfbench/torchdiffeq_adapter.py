@@ -4,8 +4,10 @@ gfbench advances one adaptive Runge–Kutta solver record time by record time, s
 step size, the FSAL derivative and the dense output carry across record times. Public ``odeint``
 cannot do that (it takes the whole time grid at once), so :class:`AdaptiveRungeKutta` builds the
 solver with torchdiffeq's own input normalisation and advances it through the private methods
-``odeint`` itself calls, and stops it at events (``advance_until``) located on the dense output
-of those steps. Before first use, :func:`check_torchdiffeq` verifies the installed
+``odeint`` itself calls. Event-driven integration (``advance_until``) stops it at events located
+on the dense output of its steps, and takes those steps itself (``AdaptiveRungeKutta._step``:
+torchdiffeq's tableau, error ratio, step-size rule and dense output, with the stage derivatives
+laid out for large states). Before first use, :func:`check_torchdiffeq` verifies the installed
 version and every private name relied on, and raises :class:`UnsupportedTorchdiffeq` naming the
 version found and SUPPORTED_VERSIONS rather than integrate with an API it does not know.
 

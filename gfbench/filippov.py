@@ -207,6 +207,16 @@ def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tenso
     raise SlidingSolveFailed(f"no equivalent control for {size} sliding pairs after {MAX_PIVOTS} pivots")
 
 
+class _ConstantGeometry(NamedTuple):
+    """What the equivalent control needs of a sliding set S and does not depend on θ when the
+    switching functions are linear: J_S, K = J_S J_Sᵀ and the coupled blocks of K."""
+
+    sliding: torch.Tensor
+    jacobian: torch.Tensor
+    gram: torch.Tensor
+    blocks: CoupledBlocks
+
+
 class FilippovSwitching:
     """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
 
@@ -232,8 +242,10 @@ class FilippovSwitching:
         #: (θ, field, α of the sliding pairs) at the last point evaluated
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._blocks: CoupledBlocks | None = None
-        #: (sliding set, J_S, K) while z is linear in θ and the sliding set has not changed
-        self._constant_geometry: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: J_S, K and its blocks while z is linear in θ and the sliding set has not changed
+        self._constant: _ConstantGeometry | None = None
+        #: (sliding set, gates with D_S overwritten at each evaluation)
+        self._gates_buffer: tuple[torch.Tensor, torch.Tensor] | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
@@ -261,12 +273,15 @@ class FilippovSwitching:
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
                 return velocity, signal
-            alpha = self._control(zdot, self._gram_of(sliding, jacobian) * signal[None, :])
+            gram, blocks = self._geometry(sliding, jacobian)
+            matrix = gram * signal[None, :]
+            alpha = (equivalent_control(zdot, matrix, blocks) if blocks is not None
+                     else self._control(zdot, matrix))
             if not multilayer:
                 return velocity + _times(jacobian.t(), signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
-            slope = -self._gram_of(sliding, jacobian) * self._signal_at(theta, sliding, alpha)[None, :]
+            slope = -self._geometry(sliding, jacobian)[0] * self._signal_at(theta, sliding, alpha)[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
             if (updated - alpha).abs().max() <= NEWTON_TOL:
@@ -281,40 +296,46 @@ class FilippovSwitching:
         return equivalent_control(velocity_on, matrix, self._blocks)
 
     def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g); the
         problem's ``gated_gradient`` where it has one, else autograd through ``gated_loss``."""
-        closed_form = self.problem.gated_gradient(theta, self._split(self._gates_with(sliding, alpha)))
+        gates = self._split(self._gates_with(sliding, alpha))
+        closed_form = self.problem.gated_gradient(theta, gates, sliding)
         with torch.enable_grad():
             if closed_form is None:
-                leaf, loss, switching = self._gated_graph(theta, sliding, alpha)
+                leaf, loss, switching = self._gated_graph(theta, gates)
                 gradient, *signals = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
+                signal = _flat(signals)[sliding]
             else:
                 self.field.n_evals += 1
-                gradient, signals = closed_form
+                (gradient, signal), leaf, switching = closed_form, None, None
             velocity = -gradient
             if len(sliding) == 0:
-                empty = sliding.to(theta.dtype)
-                return velocity, empty, empty, empty
-            constant = self._constant_geometry
-            if constant is not None and constant[0] is sliding:
-                jacobian = constant[1]
+                return velocity, signal, None, signal
+            if self._constant is not None and self._constant.sliding is sliding:
+                jacobian = self._constant.jacobian
             else:
                 jacobian = self.problem.switching_jacobian(theta, sliding)
             if jacobian is None:
-                if closed_form is not None:
-                    leaf, _, switching = self._gated_graph(theta, sliding, alpha)
+                if switching is None:
+                    leaf, _, switching = self._gated_graph(theta, gates)
                 jacobian = self._switching_jacobian(switching, leaf, sliding)
-        return velocity, _times(jacobian, velocity), jacobian, _flat(signals)[sliding]
+        # z linear in θ: J_S F = z_S(F), a few dot products instead of a product with J_S
+        zdot = (self.problem.switching_values(velocity, sliding) if self.problem.switching_linear
+                else _times(jacobian, velocity))
+        return velocity, zdot, jacobian, signal
 
-    def _gram_of(self, sliding: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
-        """K = J_S J_Sᵀ; on linear switching functions (``Problem.switching_linear``) J_S and K do not
-        depend on θ, so both are kept while the sliding set is the same tensor (until the next switch)."""
+    def _geometry(self, sliding: torch.Tensor, jacobian: torch.Tensor) -> tuple[torch.Tensor, CoupledBlocks | None]:
+        """(K = J_S J_Sᵀ, the coupled blocks of K or None). On linear switching functions
+        (``Problem.switching_linear``) J_S, K and the blocks of K do not depend on θ (a partition
+        that separates K separates K diag(g)), so they are kept while the sliding set is the same
+        tensor, until the next switch; otherwise K is formed afresh and the blocks left to ``_control``."""
         if not self.problem.switching_linear:
-            return _gram(jacobian)
-        if self._constant_geometry is None or self._constant_geometry[0] is not sliding:
-            self._constant_geometry = (sliding, jacobian, _gram(jacobian))
-        return self._constant_geometry[2]
+            return _gram(jacobian), None
+        if self._constant is None or self._constant.sliding is not sliding:
+            gram = _gram(jacobian)
+            self._constant = _ConstantGeometry(sliding, jacobian, gram, coupled_blocks(gram))
+        return self._constant.gram, self._constant.blocks
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
@@ -325,26 +346,30 @@ class FilippovSwitching:
         for layer in layers.unique().tolist():
             in_layer = layers == layer
             with torch.enable_grad():
-                _, loss, switching = self._gated_graph(theta, sliding, torch.where(in_layer, 1.0, alpha))
+                gates = self._split(self._gates_with(sliding, torch.where(in_layer, 1.0, alpha)))
+                _, loss, switching = self._gated_graph(theta, gates)
                 grads = torch.autograd.grad(loss, switching)
             signal[in_layer] = _flat(grads)[sliding][in_layer]
         return signal
 
-    def _gated_graph(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
+    def _gated_graph(self, theta: torch.Tensor, gates: list[torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph, D the gates with D_S = α; counts one gradient."""
+        """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph; counts one gradient."""
         leaf = theta.detach().requires_grad_(True)
-        loss, switching = self.problem.gated_loss(leaf, self._split(self._gates_with(sliding, alpha)))
+        loss, switching = self.problem.gated_loss(leaf, gates)
         self.field.n_evals += 1
         return leaf, loss, switching
 
     def _gates_with(self, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """The gates, with D_S = α (a copy only where S is not empty)."""
+        """The gates with D_S = α: the gates themselves when S is empty, else a copy kept while S
+        is the same tensor (a switch replaces it, after changing the gates) and overwritten on S."""
         if len(sliding) == 0:
             return self.gates
-        gates = self.gates.clone()
-        gates[sliding] = alpha
-        return gates
+        if self._gates_buffer is None or self._gates_buffer[0] is not sliding:
+            self._gates_buffer = (sliding, self.gates.clone())
+        buffer = self._gates_buffer[1]
+        buffer[sliding] = alpha
+        return buffer
 
     def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
         return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]

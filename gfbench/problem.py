@@ -132,11 +132,11 @@ class Problem(Configurable):
         """
         raise NotImplementedError(f"problem {self.name!r} has no switching functions to gate")
 
-    def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]
-                       ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
-        """(∇f_D(θ), ∂f_D/∂z, one tensor per switching tensor) of ``gated_loss`` in closed form, where
-        that is cheaper than autograd through it; None (the default): the Filippov solver differentiates
-        ``gated_loss``."""
+    def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], pairs: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(∇f_D(θ), ∂f_D/∂z at the entries ``pairs``, numbered as in ``switching_jacobian``) of
+        ``gated_loss`` in closed form, where that is cheaper than autograd through it; None (the
+        default): the Filippov solver differentiates ``gated_loss``."""
         return None
 
     def switching_values(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

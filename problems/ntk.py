@@ -112,15 +112,18 @@ class NTK(Problem):
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
         return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
-    def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """∂L_D/∂Z = D ⊙ r aᵀ/√m with r = (u − y)/n, and ∇_W L_D = (∂L_D/∂Z)ᵀ X."""
+    def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], pairs: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With r = (u − y)/n: ∇_{w_r} L_D = (a_r/√m) Σ_i D_ir r_i x_i, i.e. diag(a/√m) Dᵀ diag(r) X,
+        and ∂L_D/∂Z_ir = D_ir r_i a_r/√m at the pairs i·m + r."""
         (gate,) = gates
+        width = self.params["width"]
         (pre_activations,) = self.switching_functions(theta)
-        scale = math.sqrt(self.params["width"])
-        residuals = ((gate * pre_activations) @ self.output_weights / scale - self.targets) / self.params["n"]
-        signal = gate * torch.outer(residuals, self.output_weights / scale)
-        # (Xᵀ S)ᵀ: a (d × n)(n × m) product, faster than Sᵀ X's (m × n)(n × d) on the CPU
-        return (self.inputs.T @ signal).T.reshape(-1), [signal]
+        output_weights = self.output_weights / math.sqrt(width)
+        residuals = ((gate * pre_activations) @ output_weights - self.targets) / self.params["n"]
+        gradient = (gate.T @ (residuals[:, None] * self.inputs)) * output_weights[:, None]
+        examples, units = pairs // width, pairs % width
+        return gradient.reshape(-1), gate[examples, units] * residuals[examples] * output_weights[units]
 
     def switching_values(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Z_ir = w_rᵀx_i for the pairs i·m + r only."""

@@ -310,7 +310,7 @@ class FilippovSwitching:
                 self.field.n_evals += 1
                 (gradient, signal), leaf, switching = closed_form, None, None
             velocity = -gradient
-            if len(sliding) == 0:
+            if len(sliding) == 0:  # ż_S and g_S are empty like S
                 return velocity, signal, None, signal
             if self._constant is not None and self._constant.sliding is sliding:
                 jacobian = self._constant.jacobian
@@ -424,8 +424,8 @@ class FilippovSwitching:
 
     def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ (``fired``: the event components negative
-        there, as ``events`` computed them, and any other pair whose z has the wrong sign), and
-        every sliding pair with them."""
+        there, as the event search computed them, and any other pair whose z has the wrong sign),
+        and every sliding pair with them."""
         pairs = self.gates.numel()
         z = self._switching(theta)
         signed = (2 * self.gates - 1) * z + self.band

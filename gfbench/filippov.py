@@ -397,8 +397,7 @@ class FilippovSwitching:
         pairs = self.gates.numel()
         if components is not None and components.max() < pairs:
             # the event search asks for a few pairs many times: only theirs are computed
-            signed = (2 * self.gates[components] - 1) * self.problem.switching_values(theta, components)
-            return torch.where(self.is_sliding[components], float("inf"), signed + self.band[components])
+            return self._signed(components, self.problem.switching_values(theta, components))
         signed = (2 * self.gates - 1) * self._switching(theta) + self.band
         signed[self.sliding] = float("inf")
         if len(self.sliding) == 0:
@@ -418,9 +417,11 @@ class FilippovSwitching:
         if not (self.problem.switching_linear and components.max() < pairs):
             return lambda s: self.events(s, dense(s), components)
         switching = dense.map(lambda c: self.problem.switching_values(c, components))
-        side, band = 2 * self.gates[components] - 1, self.band[components]
-        sliding = self.is_sliding[components]
-        return lambda s: torch.where(sliding, float("inf"), side * switching(s) + band)
+        return lambda s: self._signed(components, switching(s))
+
+    def _signed(self, pairs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The event functions s_k z_k + band_k of ``pairs`` from their z (+inf where sliding)."""
+        return torch.where(self.is_sliding[pairs], float("inf"), (2 * self.gates[pairs] - 1) * z + self.band[pairs])
 
     def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ (``fired``: the event components negative

@@ -216,8 +216,9 @@ class Flow:
     step's error estimate, already divided by atol + rtol·|y|, to the number the step control
     keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
     ``events(t, y, components)`` (event functions, all ≥ 0 until an event) and
-    ``events_along(dense, components)`` (see ``AdaptiveRungeKutta.advance_until``), ``switch(y, fired)`` (called at each event with the
-    components negative there, before the integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
+    ``events_along(dense, components)`` (see ``AdaptiveRungeKutta.advance_until``),
+    ``switch(y, fired)`` (called at each event with the components negative there, before the
+    integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
     depend on its state."""
 
     rhs: Callable[[torch.Tensor], torch.Tensor]

@@ -78,24 +78,35 @@ class CoupledBlocks(NamedTuple):
         crossing = self.labels[:, None] != self.labels[None, :]
         return len(self.labels) == len(matrix) and not ((matrix != 0) & crossing).any()
 
+    def restricted(self, keep: torch.Tensor) -> CoupledBlocks:
+        """The blocks of the pairs ``keep`` alone: they separate any principal submatrix on ``keep``."""
+        return _grouped(self.labels[keep].cpu().numpy(), self.labels.device)
+
 
 def coupled_blocks(matrix: torch.Tensor, previous: CoupledBlocks | None = None) -> CoupledBlocks:
-    """The connected components of the graph with edges where matrix or its transpose ≠ 0;
-    ``previous`` itself when it still separates ``matrix`` (any such partition gives the same solution,
-    and between events the sliding set and so the pattern of the matrix stay the same)."""
-    if previous is not None and previous.separates(matrix):
+    """The connected components of the graph with edges where matrix or its transpose ≠ 0 (a sparse
+    COO ``matrix``: its stored entries); ``previous`` itself when it still separates a dense ``matrix``
+    (any such partition gives the same solution, and between events the sliding set and so the
+    pattern of the matrix stay the same)."""
+    if matrix.is_sparse:
+        rows, columns = matrix.coalesce().indices().cpu().numpy()
+        coupled = scipy.sparse.csr_matrix((np.ones(len(rows), dtype=bool), (rows, columns)), shape=matrix.shape)
+    elif previous is not None and previous.separates(matrix):
         return previous
-    coupled = scipy.sparse.csr_matrix(((matrix != 0) | (matrix.T != 0)).cpu().numpy())
+    else:
+        coupled = scipy.sparse.csr_matrix((matrix != 0).cpu().numpy())
     _, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
+    return _grouped(labels, matrix.device)
+
+
+def _grouped(labels: np.ndarray, device: torch.device) -> CoupledBlocks:
+    """The CoupledBlocks whose block of pair k is ``labels[k]``."""
+    # pairs sorted by block stay contiguous when filtered by block size: each size is one reshape
     order = np.argsort(labels, kind="stable")
-    blocks = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
-    by_size: dict[int, list[np.ndarray]] = {}
-    for block in blocks:
-        by_size.setdefault(len(block), []).append(block)
-    device = matrix.device
-    return CoupledBlocks(torch.from_numpy(labels).to(device),
-                         torch.from_numpy(np.concatenate(by_size.pop(1, [order[:0]]))).to(device),
-                         [torch.from_numpy(np.stack(group)).to(device) for _, group in sorted(by_size.items())])
+    size_of = np.bincount(labels)[labels[order]] if len(labels) else labels
+    return CoupledBlocks(torch.from_numpy(labels).to(device), torch.from_numpy(order[size_of == 1]).to(device),
+                         [torch.from_numpy(order[size_of == size].reshape(-1, size)).to(device)
+                          for size in np.unique(size_of[size_of > 1])])
 
 
 def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor, blocks: CoupledBlocks | None = None
@@ -156,12 +167,14 @@ def _flat(tensors) -> torch.Tensor:
     return torch.cat([tensor.reshape(-1) for tensor in tensors])
 
 
-def _gram(jacobian: torch.Tensor) -> torch.Tensor:
-    """K = J Jᵀ (dense); through a sparse J where most entries vanish (ntk: a row touches one unit's weights)."""
+def _gram(jacobian: torch.Tensor, dense: bool = True) -> torch.Tensor:
+    """K = J Jᵀ, dense, or sparse COO where J is (``dense=False``); through a sparse J where most
+    entries vanish (ntk: a row touches one unit's weights)."""
     if jacobian.is_sparse:
         with warnings.catch_warnings():  # torch warns once that sparse × sparse goes through its beta CSR
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-            return torch.sparse.mm(jacobian, jacobian.t()).to_dense()
+            gram = torch.sparse.mm(jacobian, jacobian.t())
+        return gram.to_dense() if dense else gram
     if jacobian.numel() and (jacobian != 0).sum() < SPARSE_GRAM_DENSITY * jacobian.numel():
         return torch.sparse.mm(jacobian.to_sparse(), jacobian.T)
     return jacobian @ jacobian.T
@@ -170,6 +183,16 @@ def _gram(jacobian: torch.Tensor) -> torch.Tensor:
 def _times(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """matrix @ vector for a dense or sparse COO matrix."""
     return torch.sparse.mm(matrix, vector[:, None]).squeeze(1) if matrix.is_sparse else matrix @ vector
+
+
+def _plus_transposed_times(vector: torch.Tensor, matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """vector + matrixᵀ weights for a dense or sparse COO matrix (sparse: one scatter-add of its
+    entries, where a product with the transposed COO tensor costs several passes)."""
+    if not matrix.is_sparse:
+        return vector + matrix.T @ weights
+    matrix = matrix.coalesce()
+    rows, columns = matrix.indices()
+    return vector.index_add(0, columns, matrix.values() * weights[rows])
 
 
 def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -216,6 +239,11 @@ class _ConstantGeometry(NamedTuple):
     gram: torch.Tensor
     blocks: CoupledBlocks
 
+    def restricted(self, sliding: torch.Tensor, keep: torch.Tensor) -> _ConstantGeometry:
+        """The geometry of ``sliding`` = self.sliding[keep]: J's rows, K's principal submatrix, the blocks cut down."""
+        return _ConstantGeometry(sliding, self.jacobian.index_select(0, keep), self.gram[keep][:, keep],
+                                 self.blocks.restricted(keep))
+
 
 class FilippovSwitching:
     """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
@@ -236,6 +264,8 @@ class FilippovSwitching:
         self.layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(theta0.device)
         z = _flat(switching)
         self.gates = (z > 0).to(theta0.dtype)
+        #: 2 D − 1: the side (±1) of its surface each gated pair is on
+        self.sides = 2 * self.gates - 1
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
@@ -278,7 +308,7 @@ class FilippovSwitching:
             alpha = (equivalent_control(zdot, matrix, blocks) if blocks is not None
                      else self._control(zdot, matrix))
             if not multilayer:
-                return velocity + _times(jacobian.t(), signal * (1 - alpha)), alpha
+                return _plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
             slope = -self._geometry(sliding, jacobian)[0] * self._signal_at(theta, sliding, alpha)[None, :]
@@ -333,8 +363,9 @@ class FilippovSwitching:
         if not self.problem.switching_linear:
             return _gram(jacobian), None
         if self._constant is None or self._constant.sliding is not sliding:
-            gram = _gram(jacobian)
-            self._constant = _ConstantGeometry(sliding, jacobian, gram, coupled_blocks(gram))
+            gram = _gram(jacobian, dense=False)  # the blocks come from a sparse K's entries, without s² work
+            self._constant = _ConstantGeometry(sliding, jacobian, gram.to_dense() if gram.is_sparse else gram,
+                                               coupled_blocks(gram))
         return self._constant.gram, self._constant.blocks
 
     def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -398,7 +429,7 @@ class FilippovSwitching:
         if components is not None and components.max() < pairs:
             # the event search asks for a few pairs many times: only theirs are computed
             return self._signed(components, self.problem.switching_values(theta, components))
-        signed = (2 * self.gates - 1) * self._switching(theta) + self.band
+        signed = torch.addcmul(self.band, self.sides, self._switching(theta))
         signed[self.sliding] = float("inf")
         if len(self.sliding) == 0:
             return signed if components is None else signed[components]
@@ -421,7 +452,7 @@ class FilippovSwitching:
 
     def _signed(self, pairs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The event functions s_k z_k + band_k of ``pairs`` from their z (+inf where sliding)."""
-        return torch.where(self.is_sliding[pairs], float("inf"), (2 * self.gates[pairs] - 1) * z + self.band[pairs])
+        return torch.where(self.is_sliding[pairs], float("inf"), self.sides[pairs] * z + self.band[pairs])
 
     def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ (``fired``: the event components negative
@@ -429,7 +460,7 @@ class FilippovSwitching:
         and every sliding pair with them."""
         pairs = self.gates.numel()
         z = self._switching(theta)
-        signed = (2 * self.gates - 1) * z + self.band
+        signed = torch.addcmul(self.band, self.sides, z)
         signed[self.sliding] = float("inf")
         crossed = torch.cat([(signed < 0).nonzero().flatten(), fired[fired < pairs]]).unique()
         candidates = torch.cat([self.sliding, crossed])
@@ -446,14 +477,17 @@ class FilippovSwitching:
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
         self.crossings += int((~sliding & ~was_sliding).sum())
         self.gates[candidates] = new_gates
+        self.sides[candidates] = 2 * new_gates - 1
         self.sliding = candidates[sliding]
+        if self._constant is not None and self._constant.sliding is candidates:  # built by the solve above
+            self._constant = self._constant.restricted(self.sliding, sliding.nonzero().flatten())
         self.is_sliding[candidates] = sliding
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once, whether computed with
         # all pairs or with these few (``switching_values`` may round differently).
-        self.band = torch.clamp(-(2 * self.gates - 1) * z, min=0)
+        self.band = torch.mul(self.sides, z).clamp_(max=0).neg_()
         self.band[candidates] = torch.maximum(self.band[candidates], torch.clamp(
-            -(2 * self.gates[candidates] - 1) * self.problem.switching_values(theta, candidates), min=0))
+            -self.sides[candidates] * self.problem.switching_values(theta, candidates), min=0))
         self._blocks = None
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
         self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding])

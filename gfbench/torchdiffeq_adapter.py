@@ -46,6 +46,15 @@ _STATE_FIELDS = ("y1", "f1", "t0", "t1", "dt", "interp_coeff")
 #: What ``AdaptiveRungeKutta._step`` reads from a torchdiffeq adaptive solver.
 _SOLVER_ATTRIBUTES = ("func", "tableau", "mid", "rtol", "atol", "norm", "safety", "ifactor", "dfactor", "order",
                       "min_step", "max_step")
+#: torchdiffeq's dense output is the quartic through y0, y1, f0, f1 and a midpoint value
+#: y_mid = y0 + h Σ_j m_j k_j. For bosh3 its m gives y0 + (h/2) f(y0 + (h/2) f0), a first-order
+#: estimate of y(t0 + h/2) with local error O(h²) where the step's is O(h⁴), so a state
+#: interpolated inside a step (at a record time, or at an event where the integration restarts)
+#: carried an error the tolerance did not control.
+#: There the midpoint of the cubic Hermite interpolant, (y0 + y1)/2 + h (f0 − f1)/8, is used
+#: instead: with y1 = y0 + h Σ b_j k_j and, bosh3 being FSAL, f0 = k_0 and f1 = k_last, its
+#: weights are m = b/2 + (e_0 − e_last)/8, and the quartic reduces to that cubic (error O(h⁴)).
+HERMITE_MIDPOINT_METHODS = ("bosh3",)
 #: Most iterations of the event-time search (Illinois regula falsi); it needs ~10 to reach round-off.
 MAX_EVENT_ITERATIONS = 100
 
@@ -59,7 +68,6 @@ class _Internals:
     check_inputs: Callable[..., tuple]
     solvers: dict[str, type]
     state_type: type
-    fit_interpolant: Callable[..., list]
     error_ratio: Callable[..., torch.Tensor]
     optimal_step_size: Callable[..., torch.Tensor]
     perturb: Any
@@ -82,7 +90,6 @@ def check_torchdiffeq() -> _Internals:
     state_type = _private("torchdiffeq._impl.rk_common", "_RungeKuttaState", problems)
     if state_type is not None and getattr(state_type, "_fields", None) != _STATE_FIELDS:
         problems.append(f"_RungeKuttaState does not have the fields {_STATE_FIELDS}")
-    fit_interpolant = _private("torchdiffeq._impl.interp", "_interp_fit", problems)
     error_ratio = _private("torchdiffeq._impl.misc", "_compute_error_ratio", problems)
     optimal_step_size = _private("torchdiffeq._impl.misc", "_optimal_step_size", problems)
     perturb = _private("torchdiffeq._impl.misc", "Perturb", problems)
@@ -104,8 +111,7 @@ def check_torchdiffeq() -> _Internals:
     if problems:
         raise UnsupportedTorchdiffeq(f"torchdiffeq {version} is not supported (gfbench needs torchdiffeq"
                                      f"{SUPPORTED_VERSIONS}): {'; '.join(problems)}")
-    return _Internals(check_inputs, solvers, state_type, fit_interpolant, error_ratio,
-                      optimal_step_size, perturb)
+    return _Internals(check_inputs, solvers, state_type, error_ratio, optimal_step_size, perturb)
 
 
 def _private(module: str, name: str, problems: list[str]) -> Any:
@@ -155,14 +161,31 @@ class DenseOutput:
         if s == self.t0:
             return self.coefficients[0]
         x = (s - self.t0) / (self.t1 - self.t0)
-        total, power = self.coefficients[0], 1.0
-        for coefficient in self.coefficients[1:]:
-            power *= x
-            total = total + power * coefficient
-        return total
+        total = self.coefficients[-1] * x
+        for coefficient in reversed(self.coefficients[1:-1]):  # Horner, in place: one pass per coefficient
+            total.add_(coefficient).mul_(x)
+        return total.add_(self.coefficients[0])
 
     def map(self, linear: Callable[[torch.Tensor], torch.Tensor]) -> DenseOutput:
         return DenseOutput([linear(c) for c in self.coefficients], self.t0, self.t1, linear(self.end))
+
+
+def _end_stages(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stage weights that pick the first stage (f0) and the last one."""
+    first, last = torch.zeros_like(weights), torch.zeros_like(weights)
+    first[0], last[-1] = 1.0, 1.0
+    return first, last
+
+
+def _dense_output_weights(solution: torch.Tensor, midpoint: torch.Tensor) -> torch.Tensor:
+    """W (4 × stages) with torchdiffeq's dense-output coefficients c_p = h Σ_j W_pj k_j, p = 1…4
+    (c_0 = y0): its quartic ``_interp_fit`` of y0, y1 = y0 + h Σ b_j k_j, y_mid = y0 + h Σ m_j k_j,
+    f0 = k_0 and f1 = k_last, in which y0's weights cancel, as one product with the stages."""
+    first, last = _end_stages(solution)
+    return torch.stack([first,
+                        -5 * solution + 16 * midpoint - 4 * first + last,
+                        14 * solution - 32 * midpoint + 5 * first - 3 * last,
+                        -8 * solution + 16 * midpoint - 2 * first + 2 * last])
 
 
 class AdaptiveRungeKutta:
@@ -192,6 +215,11 @@ class AdaptiveRungeKutta:
             raise UnsupportedTorchdiffeq(f"torchdiffeq {getattr(torchdiffeq, '__version__', 'unknown')}: "
                                          f"{method} solver has no {', '.join(missing)} (gfbench needs "
                                          f"torchdiffeq{SUPPORTED_VERSIONS})")
+        tableau = self._solver.tableau
+        if method in HERMITE_MIDPOINT_METHODS:
+            first, last = _end_stages(tableau.c_sol)
+            self._solver.mid = tableau.c_sol / 2 + (first - last) / 8
+        self._dense_weights = _dense_output_weights(tableau.c_sol, self._solver.mid)
         self._now = 0.0
 
     def advance(self, t: float) -> torch.Tensor:
@@ -281,8 +309,7 @@ class AdaptiveRungeKutta:
         accept = bool(error_ratio <= 1 and dt <= solver.max_step) or bool(dt <= solver.min_step)
         if accept:
             solver.func.callback_accept_step(t0, y0, dt)
-            y_mid = y0 + torch.tensordot(solver.mid * h, stages, dims=1)
-            interp_coeff = internals.fit_interpolant(y0, y1, y_mid, stages[0], stages[-1], h)
+            interp_coeff = [y0, *torch.tensordot(self._dense_weights * h, stages, dims=1)]
             state = internals.state_type(y1, stages[-1], t0, t1, dt, interp_coeff)
         else:
             solver.func.callback_reject_step(t0, y0, dt)

@@ -53,6 +53,10 @@ class NTK(Problem):
     default_lr = 1.0
     default_steps = 500
     flow_kinks = "events"
+    # Nearly every step of the event-driven flow ends at an event on wide nets, so a step's stages,
+    # not its order, set the cost: bosh3 (3 gradients a step) errs 1.4e-6 of the GD(lr 1)–flow gap
+    # at width 1000 to t = 100 where dopri5 (6) errs 6.9e-5, for 29 % fewer gradients (README).
+    flow_method = "bosh3"
     switching_linear = True
 
     def build(self) -> None:

@@ -304,6 +304,9 @@ def test_small_blocks_at_once_agree_with_pivoting():
     gram, signal, velocity_on = gram[permutation][:, permutation], signal[permutation], velocity_on[permutation]
     blocks = coupled_blocks(gram * signal[None, :])
     assert len(blocks.single) == 3 and [tuple(g.shape) for g in blocks.groups] == [(1, 2), (1, 3), (1, 7)]
+    from_entries = coupled_blocks(gram.to_sparse())  # a sparse K: the blocks from its stored entries
+    assert torch.equal(from_entries.labels, blocks.labels) and torch.equal(from_entries.single, blocks.single)
+    assert all(torch.equal(ours, dense) for ours, dense in zip(from_entries.groups, blocks.groups))
     alpha = equivalent_control(velocity_on, gram * signal[None, :], blocks)
     _box_complementarity_holds(alpha, velocity_on, gram, signal)
 
@@ -370,3 +373,29 @@ def test_record_times_do_not_change_the_events():
     counts = [{key: run.attrs[key] for key in ("n_crossings", "n_sliding_entries", "n_sliding_exits")} for run in runs]
     assert counts[0] == counts[1] == {"n_crossings": 4, "n_sliding_entries": 5, "n_sliding_exits": 0}
     assert np.allclose(runs[0].theta.values[-1], runs[1].theta.values[-1], rtol=0, atol=1e-10)
+
+
+def test_the_geometry_kept_across_a_switch_is_the_new_sliding_sets(monkeypatch):
+    """After a switch, J_S, K and the blocks of the new sliding set are cut from those of the
+    candidates the switch solved for; they must be what the sliding set itself gives."""
+    from gfbench.filippov import FilippovSwitching, _gram
+
+    checked = []
+    original = FilippovSwitching.switch
+
+    def switch_and_check(self, theta, fired):
+        original(self, theta, fired)
+        if len(self.sliding):
+            kept = self._constant
+            fresh = self.problem.switching_jacobian(theta, self.sliding)
+            assert kept.sliding is self.sliding
+            assert torch.equal(kept.jacobian.to_dense(), fresh.to_dense())
+            assert torch.allclose(kept.gram, _gram(fresh), rtol=1e-14, atol=0)
+            assert kept.blocks.separates(kept.gram)
+            assert torch.equal(kept.blocks.labels[:, None] == kept.blocks.labels[None, :],
+                               (lambda labels: labels[:, None] == labels[None, :])(coupled_blocks(_gram(fresh)).labels))
+            checked.append(len(self.sliding))
+
+    monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)
+    run = gfbench.run(gfbench.get_problem("ntk", width=100), "gf", lr=0.01, steps=200, progress=False)
+    assert checked and run.attrs["n_crossings"] > 0

@@ -3,6 +3,7 @@
 That chunked integration costs what one ``odeint`` call costs is checked in test_run_and_dataset.py.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchdiffeq
+import torchdiffeq._impl.bosh3
 import torchdiffeq._impl.misc
 import torchdiffeq._impl.rk_common
 
@@ -139,3 +141,31 @@ def test_the_event_path_step_is_torchdiffeqs_adaptive_step(method):
             assert torch.allclose(ours_coefficient, theirs_coefficient, rtol=1e-12, atol=1e-14)
     assert (ours.accepted, ours.rejected) == (theirs.accepted, theirs.rejected)
     assert (ours.accepted - before[0], ours.rejected - before[1]) == (1, 1)
+
+
+def _interior_error(method, dt, midpoint=None):
+    """‖dense(t0 + 0.3 dt) − exact‖ after one step of y' = A y from y0 (A with a spread of rates)."""
+    matrix = torch.tensor([[-1.0, 2.0, 0.0], [-2.0, -1.0, 0.5], [0.0, -0.5, -3.0]], dtype=torch.float64)
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    linear = type("Linear", (_Counting,), {"__call__": lambda self, t, y: matrix @ y})()
+    stepper = torchdiffeq_adapter.AdaptiveRungeKutta(linear, y0, method=method, rtol=1.0, atol=1.0)
+    if midpoint is not None:
+        stepper._solver.mid = midpoint
+        stepper._dense_weights = torchdiffeq_adapter._dense_output_weights(stepper._solver.tableau.c_sol, midpoint)
+    stepper.advance(0.0)
+    start = stepper._solver.rk_state._replace(dt=torch.tensor(dt, dtype=torch.float64))
+    state = stepper._step(start)
+    assert float(state.t1) == pytest.approx(dt)  # accepted: the tolerances are loose
+    dense = torchdiffeq_adapter.DenseOutput(state.interp_coeff, float(state.t0), float(state.t1), state.y1)
+    return float(torch.linalg.vector_norm(dense(0.3 * dt) - torch.linalg.matrix_exp(0.3 * dt * matrix) @ y0))
+
+
+def test_bosh3_dense_output_is_as_accurate_as_its_step():
+    """Inside a bosh3 step the dense output errs O(h⁴), like the step (the cubic Hermite midpoint);
+    with torchdiffeq's own midpoint, y0 + (h/2) f(y0 + (h/2) f0), it errs O(h²) there."""
+    torchdiffeqs = torchdiffeq._impl.bosh3._BS_C_MID.to(torch.float64)
+    ours = [_interior_error("bosh3", dt) for dt in (0.04, 0.02)]
+    theirs = [_interior_error("bosh3", dt, torchdiffeqs) for dt in (0.04, 0.02)]
+    assert math.log2(ours[0] / ours[1]) == pytest.approx(4, abs=0.3)
+    assert math.log2(theirs[0] / theirs[1]) == pytest.approx(2, abs=0.3)
+    assert ours[1] < theirs[1] / 10

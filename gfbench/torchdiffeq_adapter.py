@@ -7,7 +7,8 @@ solver with torchdiffeq's own input normalisation and advances it through the pr
 ``odeint`` itself calls. Event-driven integration (``advance_until``) stops it at events located
 on the dense output of its steps, and takes those steps itself (``AdaptiveRungeKutta._step``:
 torchdiffeq's tableau, error ratio, step-size rule and dense output, with the stage derivatives
-laid out for large states). Before first use, :func:`check_torchdiffeq` verifies the installed
+laid out for large states). bosh3's dense output, on both paths, takes the cubic Hermite midpoint
+value (HERMITE_MIDPOINT_METHODS) in place of torchdiffeq's first-order one. Before first use, :func:`check_torchdiffeq` verifies the installed
 version and every private name relied on, and raises :class:`UnsupportedTorchdiffeq` naming the
 version found and SUPPORTED_VERSIONS rather than integrate with an API it does not know.
 

@@ -164,6 +164,14 @@ class MNISTClassifier(Problem):
         logits, pre_activations = self._hooked_logits(theta, self.train_x, gates=gates)
         return self.criterion.function(logits, self.train_y), pre_activations
 
+    def gated_loss_of(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], examples: torch.Tensor
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``gated_loss`` on the training examples ``examples``: the criterion's mean over them times
+        their share len(examples)/n of the training set."""
+        logits, pre_activations = self._hooked_logits(theta, self.train_x[examples], gates=gates)
+        share = len(examples) / len(self.train_x)
+        return share * self.criterion.function(logits, self.train_y[examples]), pre_activations
+
     def _hooked_logits(self, theta: torch.Tensor, x: torch.Tensor,
                        gates: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """h_θ(x) and the input of every ``nn.ReLU`` in forward order; with ``gates``, the k-th

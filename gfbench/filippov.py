@@ -38,7 +38,7 @@ holds inside one activation region only.
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import scipy.sparse
@@ -46,6 +46,7 @@ import scipy.sparse.csgraph
 import torch
 
 from .ode import FlowUndefined
+from .problem import Problem
 
 #: Below this fraction of nonzero entries in J_S, K = J_S J_Sᵀ is formed from a sparse J_S.
 SPARSE_GRAM_DENSITY = 0.05
@@ -57,6 +58,8 @@ ENUMERATED_BLOCK_SIZE = 4
 #: of α (absolute) below which it has settled.
 MAX_NEWTON = 40
 NEWTON_TOL = 1e-11
+#: Newton steps for a crossing time on the cubic through four samples (quadratic convergence from the secant root).
+CUBIC_ROOT_NEWTON_STEPS = 8
 
 
 class SlidingSolveFailed(FlowUndefined):
@@ -185,6 +188,20 @@ def _times(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     return torch.sparse.mm(matrix, vector[:, None]).squeeze(1) if matrix.is_sparse else matrix @ vector
 
 
+def _cubic_root(nodes: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """For each column of ``values`` (samples at the 4 ``nodes`` in [0, 1], changing sign between the
+    first and the last), the root in [0, 1] of the cubic through them: Newton's method from the
+    secant root, kept in [0, 1]."""
+    vandermonde = torch.stack([nodes ** power for power in range(4)], 1)
+    coefficients = torch.linalg.solve(vandermonde, values)
+    root = (values[0] / (values[0] - values[-1])).clamp(0, 1)
+    for _ in range(CUBIC_ROOT_NEWTON_STEPS):
+        value = coefficients[0] + root * (coefficients[1] + root * (coefficients[2] + root * coefficients[3]))
+        slope = coefficients[1] + root * (2 * coefficients[2] + 3 * root * coefficients[3])
+        root = torch.where(slope != 0, root - value / slope, root).clamp(0, 1)
+    return root
+
+
 def _plus_transposed_times(vector: torch.Tensor, matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """vector + matrixᵀ weights for a dense or sparse COO matrix (sparse: one scatter-add of its
     entries, where a product with the transposed COO tensor costs several passes)."""
@@ -245,6 +262,22 @@ class _ConstantGeometry(NamedTuple):
                                  self.blocks.restricted(keep))
 
 
+class StepJumps:
+    """The transversal crossings passed inside one step of the gated flow (``FilippovSwitching.pass_crossings``).
+
+    Pair k crosses at time τ_k, after which the true field is the gated one plus the jump
+    ΔF_k = −(D'_k − D_k) g_k ∇z_k (ΔF_k = −(∇f_{D'} − ∇f_D) on z_k = 0; module docstring). Up to
+    terms of second order in the step, y(s) = (the gated step's dense output at s) +
+    Σ_k max(0, s − τ_k) ΔF_k: ``displacement(s)`` is that sum, a product Jᵀw with J = ∂z_C/∂θ
+    taken on the examples of the crossing pairs C alone."""
+
+    def __init__(self, times: torch.Tensor, jumps: torch.Tensor, vjp: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.times, self.jumps, self._vjp = times, jumps, vjp
+
+    def displacement(self, s: float) -> torch.Tensor:
+        return self._vjp(self.jumps * (s - self.times).clamp(min=0))
+
+
 class FilippovSwitching:
     """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
 
@@ -255,8 +288,10 @@ class FilippovSwitching:
     Each evaluation of the gated gradient counts one gradient in ``field.n_evals``.
     """
 
-    def __init__(self, field, theta0: torch.Tensor) -> None:
+    def __init__(self, field, theta0: torch.Tensor, crossings_in_step: bool = False) -> None:
         self.field = field
+        #: what the integration offers a step's events first (``Flow.switching``)
+        self.pass_events = self.pass_crossings if crossings_in_step else None
         self.problem = field.problem
         switching = [z.detach() for z in self.problem.switching_functions(theta0)]
         self.shapes = [z.shape for z in switching]
@@ -277,6 +312,13 @@ class FilippovSwitching:
         #: (sliding set, gates with D_S overwritten at each evaluation)
         self._gates_buffer: tuple[torch.Tensor, torch.Tensor] | None = None
         self.crossings = self.sliding_entries = self.sliding_exits = 0
+        #: crossings switched inside a step (``pass_crossings``), and the examples those passes
+        #: evaluated (each a forward pass on one example; n of them cost about a gradient)
+        self.passed_crossings = self.example_passes = 0
+        #: the pairs switched by the last ``pass_crossings``
+        self._passed = torch.zeros(0, dtype=torch.long, device=theta0.device)
+        #: whether the problem evaluates f_D on a subset of the examples (``Problem.gated_loss_of``)
+        self._subsets = type(self.problem).gated_loss_of is not Problem.gated_loss_of
 
     def _switching(self, theta: torch.Tensor) -> torch.Tensor:
         return _flat(self.problem.switching_functions(theta))
@@ -454,6 +496,104 @@ class FilippovSwitching:
         """The event functions s_k z_k + band_k of ``pairs`` from their z (+inf where sliding)."""
         return torch.where(self.is_sliding[pairs], float("inf"), self.sides[pairs] * z + self.band[pairs])
 
+    def pass_crossings(self, dense, fired: torch.Tensor) -> StepJumps | None:
+        """Switch the pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
+        ``dense``, without stopping there, and return their ``StepJumps``; or None, leaving the
+        switch to event location, where this could be a sliding entry or exit: an α event fired,
+        a pair slides, or a pair passed at the step before crosses back.
+
+        τ_k is the root of the cubic through z_k at four equally spaced times on the dense output,
+        g_k = ∂f/∂σ(z_k) at the step end with the crossing pairs' gates at 1 (g_k depends only on
+        deeper gates). The local error per crossing is O(h²) |ΔF_k| (the change of ΔF over the
+        step, the effect of the jump on the rest of the step, τ's interpolation error), where a
+        Runge–Kutta step across the kink errs by O(h) |ΔF_k|; a pair that crosses and crosses back
+        within one step goes unseen, as with event location.
+        """
+        pairs = self.gates.numel()
+        passed_before, self._passed = self._passed, fired.new_empty(0)
+        if fired.max() >= pairs or (len(passed_before) and torch.isin(fired, passed_before).any()):
+            return None
+        examples, local = self._examples_of(fired)
+        if len(self.sliding):
+            self.rhs(dense.end)  # the sliding pairs' α at the step end (the event check evaluated it)
+        gates = self._gates_with(self.sliding, self._cached[2] if len(self.sliding) else None).clone()
+        steps = torch.linspace(0, 1, 4, dtype=gates.dtype, device=gates.device)
+        samples = torch.stack([_flat(self._gated_on(dense(dense.t0 + float(x) * (dense.t1 - dense.t0)),
+                                                    gates, examples, graph=False)[2])[local] for x in steps])
+        fraction = _cubic_root(steps, samples)
+        gates[fired] = 1.0
+        leaf, loss, switching = self._gated_on(dense.end, gates, examples)
+        with torch.enable_grad():
+            signal = _flat(torch.autograd.grad(loss, switching, retain_graph=True))[local]
+
+        def vjp(weights: torch.Tensor) -> torch.Tensor:
+            full = torch.zeros(sum(z.numel() for z in switching), dtype=weights.dtype, device=weights.device)
+            full[local] = weights
+            with torch.enable_grad():
+                (product,) = torch.autograd.grad(switching, leaf, grad_outputs=self._split_like(full, switching),
+                                                 retain_graph=True)
+            return product
+
+        def jvp(tangent: torch.Tensor) -> torch.Tensor:  # J tangent, as the derivative of Jᵀw in w
+            with torch.enable_grad():
+                weights = torch.zeros(sum(z.numel() for z in switching), dtype=tangent.dtype, device=tangent.device,
+                                      requires_grad=True)
+                (product,) = torch.autograd.grad(switching, leaf, grad_outputs=self._split_like(weights, switching),
+                                                 create_graph=True, retain_graph=True)
+                (rates,) = torch.autograd.grad(product, weights, grad_outputs=tangent, retain_graph=True)
+            return rates[local]
+
+        direction = 1 - 2 * self.gates[fired]
+        jumps = StepJumps(dense.t0 + fraction * (dense.t1 - dense.t0), -direction * signal, vjp)
+        # transversal: on its new side the field carries each pair on, away from its surface; else
+        # (ż_k turned back: an entry into sliding) the events are located and decided by ``switch``
+        rates_after = jvp(dense.end_derivative() + vjp(jumps.jumps))
+        if (direction * rates_after <= 0).any():
+            return None
+        self.gates[fired] = 1 - self.gates[fired]
+        self.sides[fired] = -self.sides[fired]
+        self.band[fired] = 0.0
+        self._passed = fired
+        self._gates_buffer = None  # it copied the gates before this switch
+        self.crossings += len(fired)
+        self.passed_crossings += len(fired)
+        self.example_passes += (self.shapes[0][0] if examples is None else len(examples)) * (len(steps) + 1)
+        self._cached = None
+        return jumps
+
+    def _examples_of(self, pairs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(the examples of ``pairs``, each pair's index among the switching functions of those examples
+        alone); (None, pairs) where the problem has no ``gated_loss_of``."""
+        if not self._subsets:
+            return None, pairs
+        offsets = torch.tensor([0, *self.sizes], device=pairs.device).cumsum(0)
+        per_example = torch.tensor([size // shape[0] for size, shape in zip(self.sizes, self.shapes)],
+                                   device=pairs.device)
+        layer = torch.bucketize(pairs, offsets[1:], right=True)
+        within = pairs - offsets[layer]
+        example, unit = within // per_example[layer], within % per_example[layer]
+        examples, position = torch.unique(example, return_inverse=True)
+        local_offsets = torch.cat([per_example.new_zeros(1), (len(examples) * per_example).cumsum(0)])
+        return examples, local_offsets[layer] + position * per_example[layer] + unit
+
+    def _gated_on(self, theta: torch.Tensor, gates: torch.Tensor, examples: torch.Tensor | None, graph: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(θ as a leaf, f_D's share from ``examples`` (None: all), z on them) with the flat ``gates``;
+        in autograd's graph unless ``graph`` is False. On all examples it counts one gradient."""
+        split = self._split(gates)
+        with torch.set_grad_enabled(graph):
+            leaf = theta.detach().requires_grad_(graph)
+            if examples is None:
+                self.field.n_evals += 1
+                loss, switching = self.problem.gated_loss(leaf, split)
+            else:
+                loss, switching = self.problem.gated_loss_of(leaf, [gate[examples] for gate in split], examples)
+        return leaf, loss, switching
+
+    @staticmethod
+    def _split_like(flat: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [part.view_as(tensor) for part, tensor in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
+
     def switch(self, theta: torch.Tensor, fired: torch.Tensor) -> None:
         """Re-decide the pairs whose event fired at θ (``fired``: the event components negative
         there, as the event search computed them, and any other pair whose z has the wrong sign),
@@ -494,4 +634,5 @@ class FilippovSwitching:
 
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,
-                "n_sliding_exits": self.sliding_exits}
+                "n_sliding_exits": self.sliding_exits, "n_crossings_in_step": self.passed_crossings,
+                "n_crossing_example_passes": self.example_passes}

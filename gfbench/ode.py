@@ -132,7 +132,8 @@ class _Trajectory:
                 try:  # the event functions and the switch evaluate the field outside torchdiffeq's calls
                     time, y, fired = self.solver.advance_until(target, self.switching.events,
                                                                EVENT_TIME_TOL * max(1.0, target),
-                                                               self.switching.events_along)
+                                                               self.switching.events_along,
+                                                               self.switching.pass_events)
                     if fired is not None:
                         self.switching.switch(y, fired)
                 except FlowUndefined as error:
@@ -217,9 +218,10 @@ class Flow:
     keeps ≤ 1 (None: torchdiffeq's RMS over all of y). ``switching``: an object with
     ``events(t, y, components)`` (event functions, all ≥ 0 until an event) and
     ``events_along(dense, components)`` (see ``AdaptiveRungeKutta.advance_until``),
-    ``switch(y, fired)`` (called at each event with the components negative there, before the
-    integration restarts there) and ``stats()`` (counters for the dataset attrs); ``rhs`` may
-    depend on its state."""
+    ``pass_events`` (None, or the callable ``AdaptiveRungeKutta.advance_until`` offers a step's
+    events first), ``switch(y, fired)`` (called at each located event with the components
+    negative there, before the integration restarts there) and ``stats()`` (counters for the
+    dataset attrs); ``rhs`` may depend on its state."""
 
     rhs: Callable[[torch.Tensor], torch.Tensor]
     y0: torch.Tensor | None = None

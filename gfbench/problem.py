@@ -132,6 +132,15 @@ class Problem(Configurable):
         """
         raise NotImplementedError(f"problem {self.name!r} has no switching functions to gate")
 
+    def gated_loss_of(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], examples: torch.Tensor
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+        """``gated_loss`` on the training examples ``examples`` alone: (their share of f_D,
+        (1/n) Σ_{i ∈ examples} ℓ_i, and z on them), where ``gates`` and z hold those examples' rows
+        (the first axis of every switching tensor numbers the examples). It makes a pass through a
+        few crossing pairs cost a few examples, not a gradient. None (the default): not available,
+        the Filippov solver then works on all examples."""
+        return None
+
     def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], pairs: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(∇f_D(θ), ∂f_D/∂z at the entries ``pairs``, numbered as in ``switching_jacobian``) of

@@ -167,6 +167,10 @@ class DenseOutput:
             total.add_(coefficient).mul_(x)
         return total.add_(self.coefficients[0])
 
+    def end_derivative(self) -> torch.Tensor:
+        """dy/ds at t1: Σ_j j c_j / (t1 − t0) (the step's derivative there, f1, to round-off)."""
+        return sum(power * coefficient for power, coefficient in enumerate(self.coefficients)) / (self.t1 - self.t0)
+
     def map(self, linear: Callable[[torch.Tensor], torch.Tensor]) -> DenseOutput:
         return DenseOutput([linear(c) for c in self.coefficients], self.t0, self.t1, linear(self.end))
 
@@ -222,6 +226,9 @@ class AdaptiveRungeKutta:
             self._solver.mid = tableau.c_sol / 2 + (first - last) / 8
         self._dense_weights = _dense_output_weights(tableau.c_sol, self._solver.mid)
         self._now = 0.0
+        #: the end of the last step whose events ``pass_events`` took, and what it returned
+        self._passed_at: float | None = None
+        self._passed_jumps = None
 
     def advance(self, t: float) -> torch.Tensor:
         if self._start is not None:
@@ -240,7 +247,8 @@ class AdaptiveRungeKutta:
 
     def advance_until(self, t: float, events: Callable[[float, torch.Tensor, torch.Tensor | None], torch.Tensor],
                       time_tol: float, events_along: Callable[[DenseOutput, torch.Tensor], Callable[[float], torch.Tensor]]
-                      | None = None) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+                      | None = None, pass_events: Callable[[DenseOutput, torch.Tensor], Any] | None = None
+                      ) -> tuple[float, torch.Tensor, torch.Tensor | None]:
         """Integrate on towards t, stopping at the first time some component of ``events`` turns negative.
 
         ``events(s, y, components)`` maps a time and state to the event functions numbered by
@@ -249,7 +257,12 @@ class AdaptiveRungeKutta:
         components negative at the step end, by the Illinois method to a bracket of width
         ≤ ``time_tol``, whose right end is returned: there the event has happened.
         ``events_along(dense, components)`` gives those components as a function of time along a
-        step's ``DenseOutput`` (default: ``events`` at ``dense(s)``), where that is cheaper. Returns
+        step's ``DenseOutput`` (default: ``events`` at ``dense(s)``), where that is cheaper.
+        ``pass_events(dense, components)``, when given, is offered the events of a step first: it
+        returns None to have them located, or takes them inside the step (changing the right-hand
+        side) and returns an object whose ``displacement(s)`` is the correction to add to the
+        dense output at s; the integration then goes on from the corrected step end, with the
+        derivative evaluated there afresh, without stopping. Returns
         (time reached, y there, the components negative there, by that function, or None when no
         event stopped the integration). A component that changes sign and back within one step is
         not seen. Not to be mixed with ``advance``; ``restart`` continues after an event.
@@ -264,19 +277,32 @@ class AdaptiveRungeKutta:
             state = self._solver.rk_state
             step_end = float(state.t1)
             dense = self._dense_output()
-            if step_end > self._now:
+            passed = None
+            if step_end > self._now and step_end != self._passed_at:
                 at_end = events(step_end, state.y1, None)
                 if at_end.min() < 0:
                     fired = (at_end < 0).nonzero().flatten()
-                    along = events_along(dense, fired)
-                    when = self._locate(lambda s: along(s).min(), self._now, step_end, float(at_end[fired].min()),
-                                        time_tol)
-                    if when <= t:
-                        self._now = when
-                        return when, dense(when), fired[along(when) < 0]
+                    passed = None if pass_events is None else pass_events(dense, fired)
+                    if passed is None:
+                        along = events_along(dense, fired)
+                        when = self._locate(lambda s: along(s).min(), self._now, step_end,
+                                            float(at_end[fired].min()), time_tol)
+                        if when <= t:
+                            self._now = when
+                            return when, dense(when), fired[along(when) < 0]
+                    else:
+                        self._passed_at = step_end
+                        end = state.y1 + passed.displacement(step_end)
+                        self._solver.rk_state = state = state._replace(y1=end, f1=self._solver.func(state.t1, end))
+                        self._passed_jumps = passed
+            elif step_end == self._passed_at:
+                passed = self._passed_jumps
+            if step_end > self._now:
                 if t <= step_end:
                     self._now = t
-                    return t, dense(t), None
+                    if t == step_end or passed is None:
+                        return t, state.y1 if t == step_end else dense(t), None
+                    return t, dense(t) + passed.displacement(t), None
                 self._now = step_end
             self._solver.rk_state = self._step(state)
 

@@ -116,6 +116,14 @@ class NTK(Problem):
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
         return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
 
+    def gated_loss_of(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], examples: torch.Tensor
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``gated_loss``'s terms of the examples ``examples``: (1/2n) Σ_{i ∈ examples} (u_i − y_i)²."""
+        pre_activations = self.inputs[examples] @ self.hidden_weights(theta).T
+        (gate,) = gates
+        predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
+        return 0.5 * torch.sum((predictions - self.targets[examples]) ** 2) / self.params["n"], [pre_activations]
+
     def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], pairs: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """With r = (u − y)/n: ∇_{w_r} L_D = (a_r/√m) Σ_i D_ir r_i x_i, i.e. diag(a/√m) Dᵀ diag(r) X,

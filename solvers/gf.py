@@ -6,7 +6,7 @@ from gfbench.filippov import FilippovSwitching
 from gfbench.ode import FLOW_PARAMETERS, Flow, FlowSolver
 from gfbench.params import Param
 
-KINKS = ("events", "step_control")
+KINKS = ("events", "jump_corrected", "step_control")
 
 
 class GF(FlowSolver):
@@ -37,8 +37,8 @@ class GF(FlowSolver):
                         "integrate -grad f as if smooth; auto: the problem's", choices=KINKS))
 
     def flow(self, field, theta0, lr) -> Flow:
-        events = self.effective_options(field.problem, theta0.dtype)["kinks"] == "events"
-        if not (events and field.problem.switching_functions(theta0)):
+        kinks = self.effective_options(field.problem, theta0.dtype)["kinks"]
+        if kinks == "step_control" or not field.problem.switching_functions(theta0):
             return Flow(rhs=lambda theta: -field.gradient(theta))
-        switching = FilippovSwitching(field, theta0)
+        switching = FilippovSwitching(field, theta0, crossings_in_step=kinks == "jump_corrected")
         return Flow(rhs=switching.rhs, switching=switching)

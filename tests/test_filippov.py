@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gfbench
-from gfbench.filippov import _solve_block, _solve_small_blocks, coupled_blocks, equivalent_control
+from gfbench.filippov import _cubic_root, _solve_block, _solve_small_blocks, coupled_blocks, equivalent_control
 from gfbench.problem import Problem
 from zoo_support import requires_mnist
 
@@ -70,8 +70,12 @@ def sliding_closed_form(t: float) -> np.ndarray:
     return np.array([0.0, 1.25 + 1.25 * (1 - math.exp(-0.32 * (t - SLIDING_START)))])
 
 
-def test_flow_crosses_into_sliding_and_matches_the_closed_form():
-    ds = gfbench.run(OneUnitTwoExamples(), FILIPPOV, lr=0.1, steps=60, progress=False, save_params=True)
+@pytest.mark.parametrize("kinks", ["events", "jump_corrected"])
+def test_flow_crosses_into_sliding_and_matches_the_closed_form(kinks):
+    """With jump_corrected the entry into sliding is not passed as a crossing (the field beyond
+    points back): it is located like every event."""
+    ds = gfbench.run(OneUnitTwoExamples(), gfbench.get_solver("gf", kinks=kinks), lr=0.1, steps=60, progress=False,
+                     save_params=True)
     assert ds.attrs["status"] == "completed"
     assert (ds.attrs["n_sliding_entries"], ds.attrs["n_sliding_exits"], ds.attrs["n_crossings"]) == (1, 0, 0)
     expected = np.stack([sliding_closed_form(float(t)) for t in ds.time.values])
@@ -142,6 +146,61 @@ def test_ntk_flow_is_fast_and_gd_converges_to_it_like_lr():
     gaps, slope = gd_gaps_to_the_flow(problem, flow, lr=0.01, steps=200)
     assert -1.25 < slope < -0.8
     assert gaps[-1] < gaps[0] / 4
+
+
+def test_jump_corrected_ntk_flow_converges_to_the_located_flow():
+    """Crossings passed inside a step with the jump correction: the error against the flow with every
+    event located (rtol 1e-11) falls with the tolerance (O(h²) per crossing) and is far below the
+    GD(lr)–GF gap at rtol 1e-9; the sliding entries are still located."""
+    problem = gfbench.get_problem("ntk", width=100, n=20)
+    located = gfbench.run(problem, gfbench.get_solver("gf", kinks="events", rtol=1e-11, atol=1e-13), lr=0.01,
+                          steps=200, progress=False, save_params=True).theta.values[-1]
+    gd = gfbench.run(problem, "gd", lr=0.01, steps=200, progress=False, save_params=True).theta.values[-1]
+    errors = []
+    for rtol in (1e-7, 1e-9):
+        ds = gfbench.run(problem, gfbench.get_solver("gf", kinks="jump_corrected", rtol=rtol, atol=rtol / 100),
+                         lr=0.01, steps=200, progress=False, save_params=True)
+        assert ds.attrs["n_crossings_in_step"] > 0 and ds.attrs["n_sliding_entries"] > 0
+        errors.append(np.linalg.norm(ds.theta.values[-1] - located))
+    assert errors[1] < errors[0] / 10
+    assert errors[1] < 0.01 * np.linalg.norm(gd - located)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cubic_root_is_the_root_of_the_interpolating_cubic(seed):
+    generator = torch.Generator().manual_seed(seed)
+    roots = torch.rand(5, generator=generator, dtype=torch.float64)
+    other = 2 + torch.rand(5, generator=generator, dtype=torch.float64)  # the other roots lie outside [0, 1]
+    nodes = torch.linspace(0, 1, 4, dtype=torch.float64)
+    values = (nodes[:, None] - roots) * (nodes[:, None] + other) * (nodes[:, None] - other - 1)
+    assert torch.allclose(_cubic_root(nodes, values), roots, rtol=0, atol=1e-13)
+
+
+def _examples_split_sums_to_the_whole(problem):
+    theta = problem.init(1)
+    gates = [(z > 0).to(theta.dtype) for z in problem.switching_functions(theta)]
+    whole, switching = problem.gated_loss(theta, gates)
+    n = switching[0].shape[0]
+    parts = [torch.arange(0, n, 2), torch.arange(1, n, 2)]
+    shares = [problem.gated_loss_of(theta, [gate[part] for gate in gates], part) for part in parts]
+    assert float(sum(loss for loss, _ in shares)) == pytest.approx(float(whole), rel=1e-13)
+    for (_, part_switching), part in zip(shares, parts):
+        for z_part, z in zip(part_switching, switching):
+            assert torch.allclose(z_part, z[part], rtol=1e-13, atol=1e-15)
+
+
+def test_ntk_gated_loss_of_examples_is_their_share():
+    _examples_split_sums_to_the_whole(gfbench.get_problem("ntk", width=30, n=7))
+
+
+@requires_mnist
+@pytest.mark.parametrize("name, params", [
+    ("relu_fc", dict(n_train=6, hidden="5,4")),
+    ("mlp", dict(hidden="8,8", activation="relu", n_train=5, classes="0,1", loss="mse")),
+    ("cnn", dict(n_train=4, loss="ce")),
+])
+def test_classifier_gated_loss_of_examples_is_their_share(mnist_env, name, params):
+    _examples_split_sums_to_the_whole(gfbench.get_problem(name, **params))
 
 
 @pytest.mark.parametrize("problem, params, lr, steps", [

@@ -273,6 +273,9 @@ class StepJumps:
 
     def __init__(self, times: torch.Tensor, jumps: torch.Tensor, vjp: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.times, self.jumps, self._vjp = times, jumps, vjp
+        #: where the integration must stop inside the step for the events ``entering`` (None: it need not)
+        self.stop: float | None = None
+        self.entering: torch.Tensor | None = None
 
     def displacement(self, s: float) -> torch.Tensor:
         return self._vjp(self.jumps * (s - self.times).clamp(min=0))
@@ -521,10 +524,14 @@ class FilippovSwitching:
         samples = torch.stack([_flat(self._gated_on(dense(dense.t0 + float(x) * (dense.t1 - dense.t0)),
                                                     gates, examples, graph=False)[2])[local] for x in steps])
         fraction = _cubic_root(steps, samples)
+        direction = 1 - 2 * gates[fired]
         gates[fired] = 1.0
-        leaf, loss, switching = self._gated_on(dense.end, gates, examples)
+        at_one = self._gated_on(dense.end, gates, examples)
         with torch.enable_grad():
-            signal = _flat(torch.autograd.grad(loss, switching, retain_graph=True))[local]
+            signal = _flat(torch.autograd.grad(at_one[1], at_one[2]))[local]
+        # ∇z_k on the new side: a deeper pair's depends on the new gates of shallower ones
+        gates[fired] = self.gates[fired] + direction
+        leaf, _, switching = self._gated_on(dense.end, gates, examples)
 
         def vjp(weights: torch.Tensor) -> torch.Tensor:
             full = torch.zeros(sum(z.numel() for z in switching), dtype=weights.dtype, device=weights.device)
@@ -543,13 +550,22 @@ class FilippovSwitching:
                 (rates,) = torch.autograd.grad(product, weights, grad_outputs=tangent, retain_graph=True)
             return rates[local]
 
-        direction = 1 - 2 * self.gates[fired]
-        jumps = StepJumps(dense.t0 + fraction * (dense.t1 - dense.t0), -direction * signal, vjp)
-        # transversal: on its new side the field carries each pair on, away from its surface; else
-        # (ż_k turned back: an entry into sliding) the events are located and decided by ``switch``
-        rates_after = jvp(dense.end_derivative() + vjp(jumps.jumps))
-        if (direction * rates_after <= 0).any():
-            return None
+        times = dense.t0 + fraction * (dense.t1 - dense.t0)
+        jumps = StepJumps(times, -direction * signal, vjp)
+        # An entry into sliding (the field drives z_k across its surface, and back on the new
+        # side) is decided by ``switch``: the crossings before the first one are passed and the
+        # integration stops there; where none comes before it, the event is located.
+        velocity = dense.end_derivative()
+        driven_across = direction * jvp(velocity) > 0
+        entering = driven_across & (direction * jvp(velocity + vjp(jumps.jumps)) <= 0)
+        if entering.any():
+            jumps.stop = float(times[entering].min())
+            jumps.entering = fired[entering]
+            before = times < jumps.stop
+            if not before.any():
+                return None
+            jumps.jumps = torch.where(before, jumps.jumps, 0.0)
+            fired, direction = fired[before], direction[before]
         self.gates[fired] = 1 - self.gates[fired]
         self.sides[fired] = -self.sides[fired]
         self.band[fired] = 0.0

@@ -262,7 +262,9 @@ class AdaptiveRungeKutta:
         returns None to have them located, or takes them inside the step (changing the right-hand
         side) and returns an object whose ``displacement(s)`` is the correction to add to the
         dense output at s; the integration then goes on from the corrected step end, with the
-        derivative evaluated there afresh, without stopping. Returns
+        derivative evaluated there afresh, without stopping; or, where its ``stop`` is a time,
+        stops there (or at t, if sooner) as at an event, with its ``entering`` as the components
+        that fired (none at t). Returns
         (time reached, y there, the components negative there, by that function, or None when no
         event stopped the integration). A component that changes sign and back within one step is
         not seen. Not to be mixed with ``advance``; ``restart`` continues after an event.
@@ -290,6 +292,11 @@ class AdaptiveRungeKutta:
                         if when <= t:
                             self._now = when
                             return when, dense(when), fired[along(when) < 0]
+                    elif passed.stop is not None:  # the events before passed.stop taken, stop there
+                        when = min(passed.stop, t)
+                        self._now = when
+                        return when, dense(when) + passed.displacement(when), (
+                            passed.entering if when == passed.stop else passed.entering[:0])
                     else:
                         self._passed_at = step_end
                         end = state.y1 + passed.displacement(step_end)

@@ -26,7 +26,12 @@ between events is not smooth and only the step control handles them; a pair that
 back within one step goes unseen; with several layers sliding the complementarity problem need not
 have a unique solution (its matrix need not be a P-matrix), and the one continued from the
 previous evaluation is taken.
-Only gradient flow (``gf`` with ``kinks=events``) is integrated this way; the modified flows meet
+With ``kinks=jump_corrected`` a transversal crossing does not stop the integration
+(``FilippovSwitching.pass_crossings``): at the end of the step over which z_k changed sign the
+gate switches and the state gets the missed jump (t1 − τ_k) ΔF_k, ΔF_k = −(D'_k − D_k) g_k ∇z_k,
+with error O(h²)|ΔF_k| per crossing (each pass is exact to first order only: the jump is
+evaluated at the step end and its effect on the rest of the step is left out).
+Only gradient flow (``gf`` with ``kinks=events`` or ``jump_corrected``) is integrated this way; the modified flows meet
 the kinks by step control. igr's modified loss f + (η/4)‖∇f‖² is itself discontinuous across the
 surfaces (‖∇f‖² jumps), so its flow is not the Filippov system of a continuous loss and its
 equivalent control would solve a nonlinear complementarity problem; second_order,

@@ -62,7 +62,8 @@ class Problem(Configurable):
     #: Default adaptive method of the flows on this problem (None: gfbench.ode.DEFAULT_METHOD).
     flow_method: ClassVar[str | None] = None
     #: Default treatment of the switching surfaces by ``gf`` (its ``kinks`` option): "events"
-    #: (Filippov's flow, event by event) or "step_control" (−∇f integrated as if smooth).
+    #: (Filippov's flow, event by event), "jump_corrected" (the same, transversal crossings passed
+    #: inside a step) or "step_control" (−∇f integrated as if smooth).
     flow_kinks: ClassVar[str] = "step_control"
     #: Whether every switching function is linear in θ, z(θ) = Jθ (ntk): then z along a solver
     #: step's polynomial dense output is a polynomial with coefficients z(c_j), and the event search

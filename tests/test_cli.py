@@ -36,7 +36,7 @@ def test_list_shows_parameters(run_cli):
     result = run_cli("list")
     assert result.returncode == 0
     for text in ("quadratic", "deep_linear", "gd", "gf", "lambda_min (float, default 0.01)",
-                 "method (str, default auto, one of dopri5|dopri8|bosh3|adaptive_heun)", "kinks (str, default auto, one of events|step_control)"):
+                 "method (str, default auto, one of dopri5|dopri8|bosh3|adaptive_heun)", "kinks (str, default auto, one of events|jump_corrected|step_control)"):
         assert text in result.stdout
 
 

@@ -508,14 +508,18 @@ class FilippovSwitching:
         """Switch the pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
         ``dense``, without stopping there, and return their ``StepJumps``; or None, leaving the
         switch to event location, where this could be a sliding entry or exit: an α event fired,
-        a pair slides, or a pair passed at the step before crosses back.
+        or a pair passed at the step before crosses back. A pair that the field beyond its
+        surface drives back (ż_k, J(F + Σ ΔF) at the step end, turns sign: an entry into
+        sliding) is left to ``switch``: the pairs that cross before it are passed and the
+        returned jumps stop the integration at its crossing time (None where none crosses before).
 
         τ_k is the root of the cubic through z_k at four equally spaced times on the dense output,
         g_k = ∂f/∂σ(z_k) at the step end with the crossing pairs' gates at 1 (g_k depends only on
         deeper gates). The local error per crossing is O(h²) |ΔF_k| (the change of ΔF over the
         step, the effect of the jump on the rest of the step, τ's interpolation error), where a
         Runge–Kutta step across the kink errs by O(h) |ΔF_k|; a pair that crosses and crosses back
-        within one step goes unseen, as with event location.
+        within one step goes unseen, as with event location. While other pairs slide, ΔF_k leaves
+        out the response of their α to the crossing (a first-order error along J_S).
         """
         pairs = self.gates.numel()
         passed_before, self._passed = self._passed, fired.new_empty(0)

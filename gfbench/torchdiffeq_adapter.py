@@ -226,9 +226,8 @@ class AdaptiveRungeKutta:
             self._solver.mid = tableau.c_sol / 2 + (first - last) / 8
         self._dense_weights = _dense_output_weights(tableau.c_sol, self._solver.mid)
         self._now = 0.0
-        #: the end of the last step whose events ``pass_events`` took, and what it returned
-        self._passed_at: float | None = None
-        self._passed_jumps = None
+        #: (the end of the last step whose events ``pass_events`` took, what it returned)
+        self._passed_step: tuple[float, Any] | None = None
 
     def advance(self, t: float) -> torch.Tensor:
         if self._start is not None:
@@ -279,8 +278,8 @@ class AdaptiveRungeKutta:
             state = self._solver.rk_state
             step_end = float(state.t1)
             dense = self._dense_output()
-            passed = None
-            if step_end > self._now and step_end != self._passed_at:
+            passed = self._passed_step[1] if self._passed_step and self._passed_step[0] == step_end else None
+            if step_end > self._now and passed is None:
                 at_end = events(step_end, state.y1, None)
                 if at_end.min() < 0:
                     fired = (at_end < 0).nonzero().flatten()
@@ -298,12 +297,9 @@ class AdaptiveRungeKutta:
                         return when, dense(when) + passed.displacement(when), (
                             passed.entering if when == passed.stop else passed.entering[:0])
                     else:
-                        self._passed_at = step_end
+                        self._passed_step = (step_end, passed)
                         end = state.y1 + passed.displacement(step_end)
                         self._solver.rk_state = state = state._replace(y1=end, f1=self._solver.func(state.t1, end))
-                        self._passed_jumps = passed
-            elif step_end == self._passed_at:
-                passed = self._passed_jumps
             if step_end > self._now:
                 if t <= step_end:
                     self._now = t

@@ -111,18 +111,22 @@ class NTK(Problem):
 
     def gated_loss(self, theta: torch.Tensor, gates: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """L with σ(Z_ir) replaced by D_ir Z_ir: u = (1/√m) (D ⊙ Z) a."""
-        (pre_activations,) = self.switching_functions(theta)
-        (gate,) = gates
-        predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
-        return 0.5 * torch.mean((predictions - self.targets) ** 2), [pre_activations]
+        residuals, pre_activations = self._gated_residuals(theta, gates, self.inputs, self.targets)
+        return 0.5 * torch.mean(residuals ** 2), [pre_activations]
 
     def gated_loss_of(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], examples: torch.Tensor
                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``gated_loss``'s terms of the examples ``examples``: (1/2n) Σ_{i ∈ examples} (u_i − y_i)²."""
-        pre_activations = self.inputs[examples] @ self.hidden_weights(theta).T
+        residuals, pre_activations = self._gated_residuals(theta, gates, self.inputs[examples], self.targets[examples])
+        return 0.5 * torch.sum(residuals ** 2) / self.params["n"], [pre_activations]
+
+    def _gated_residuals(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], inputs: torch.Tensor,
+                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u − y, Z) on ``inputs`` with σ(Z_ir) replaced by D_ir Z_ir (``gates`` = [D], rows as ``inputs``)."""
+        pre_activations = inputs @ self.hidden_weights(theta).T
         (gate,) = gates
         predictions = (gate * pre_activations) @ self.output_weights / math.sqrt(self.params["width"])
-        return 0.5 * torch.sum((predictions - self.targets[examples]) ** 2) / self.params["n"], [pre_activations]
+        return predictions - targets, pre_activations
 
     def gated_gradient(self, theta: torch.Tensor, gates: Sequence[torch.Tensor], pairs: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -342,8 +342,10 @@ class FilippovSwitching:
         from ``guess`` (α at a nearby θ with the same sliding set) when given. A fixed point solves
         the exact problem. The model omits ∂J_k/∂α_j · F, which on fully connected layers is
         w_kj ż_j: zero at the solution for a sliding pair j and irrelevant for a pair held at 0 or
-        1, so the convergence is Newton's. Each step costs one gradient with J_S and one gradient
-        per sliding layer. Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
+        1, so the convergence is Newton's. Each step costs one gradient with J_S (g_S follows from
+        ∂f_D/∂z_S = α ⊙ g_S). It stops when the update is at most NEWTON_TOL, or when its square is
+        (then the updated α and the field moved to it to first order are returned, both within
+        O(update²) of the solution). Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
         """
         multilayer = self.layer_of[sliding].unique().numel() > 1
         if guess is not None and multilayer:
@@ -360,12 +362,18 @@ class FilippovSwitching:
             if not multilayer:
                 return _plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha
         for _ in range(MAX_NEWTON):
-            velocity, zdot, jacobian, _ = self._evaluate(theta, sliding, alpha)
-            slope = -self._geometry(sliding, jacobian)[0] * self._signal_at(theta, sliding, alpha)[None, :]
+            velocity, zdot, jacobian, scaled_signal = self._evaluate(theta, sliding, alpha)
+            signal = self._signal_from(theta, sliding, alpha, scaled_signal)
+            slope = -self._geometry(sliding, jacobian)[0] * signal[None, :]
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
-            if (updated - alpha).abs().max() <= NEWTON_TOL:
+            change = float((updated - alpha).abs().max())
+            if change <= NEWTON_TOL:
                 return velocity, alpha
+            if change ** 2 <= NEWTON_TOL:
+                # Newton's update lands within O(change²) of the solution; the field moves with
+                # it to first order as in one layer, F(α') = F(α) + J_Sᵀ(g ⊙ (α − α')) + O(change²)
+                return _plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
@@ -418,13 +426,16 @@ class FilippovSwitching:
                                                coupled_blocks(gram))
         return self._constant.gram, self._constant.blocks
 
-    def _signal_at(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α: for the pairs of one layer, the
-        derivative ∂f_D/∂z with their own gates at 1 (g depends only on deeper gates); one
-        gradient per sliding layer."""
-        signal = torch.empty_like(alpha)
+    def _signal_from(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor,
+                     scaled_signal: torch.Tensor) -> torch.Tensor:
+        """g_S(α) = ∂f/∂σ(z_S) with the other sliding gates at α, from ``scaled_signal`` =
+        ∂f_D/∂z_S = α ⊙ g_S (σ_k = D_k z_k in ``Problem.gated_loss``; g_k depends only on deeper
+        gates); the pairs at α_k = 0 by one gradient per layer holding such a pair, with the
+        gates of that layer's sliding pairs at 1."""
+        at_zero = alpha == 0
+        signal = scaled_signal / torch.where(at_zero, 1.0, alpha)
         layers = self.layer_of[sliding]
-        for layer in layers.unique().tolist():
+        for layer in layers[at_zero].unique().tolist():
             in_layer = layers == layer
             with torch.enable_grad():
                 gates = self._split(self._gates_with(sliding, torch.where(in_layer, 1.0, alpha)))

@@ -267,16 +267,12 @@ def _plain_mlp(problem, theta, gates):
     return z1, z2, 0.5 * ((out - targets) ** 2).sum(1).mean()
 
 
-@requires_mnist
-def test_equivalent_control_across_two_layers_against_a_hand_written_network(mnist_env):
-    """Pairs of both hidden layers put on their surfaces (by the biases): the returned α solves the
-    complementarity problem for ż computed by central differences of a hand-written gated network
-    along the returned field, and the field is −∇ of that network's loss with D_S = α."""
+def _two_layers_sliding(problem):
+    """(θ, pairs, sliding indices, switching state): two pairs of each hidden layer of a
+    SMALL_RELU_MLP network put on their surfaces by the biases."""
     from gfbench.filippov import FilippovSwitching
 
-    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
     theta = problem.init(0).clone()
-    widths = problem.widths()
     b1 = slice(784 * 8, 784 * 8 + 8)
     b2 = slice(b1.stop + 64, b1.stop + 64 + 8)
     z1, _, _ = _plain_mlp(problem, theta, [torch.ones(8, dtype=theta.dtype)] * 2)
@@ -292,16 +288,31 @@ def test_equivalent_control_across_two_layers_against_a_hand_written_network(mni
     class Field:
         n_evals = 0
     Field.problem = problem
-    switching = FilippovSwitching(Field(), theta)
-    velocity, alpha = switching.field_with(theta, sliding)
-    assert switching.layer_of[sliding].unique().numel() == 2
+    return theta, pairs, sliding, FilippovSwitching(Field(), theta)
 
-    gated = [torch.cat([switching.gates[:40]]).view(5, 8).clone(), switching.gates[40:].view(5, 8).clone()]
+
+def _hand_written_field(problem, theta, pairs, switching, alpha):
+    """−∇ of the hand-written network's loss with the gates of ``switching`` and D = α on ``pairs``."""
+    gated = [switching.gates[:40].view(5, 8).clone(), switching.gates[40:].view(5, 8).clone()]
     for (layer, example, unit), value in zip(pairs, alpha):
         gated[layer][example, unit] = value
     leaf = theta.clone().requires_grad_(True)
     (gradient,) = torch.autograd.grad(_plain_mlp(problem, leaf, gated)[2], leaf)
-    assert torch.allclose(velocity, -gradient, rtol=1e-10, atol=1e-13)
+    return -gradient, gated
+
+
+@requires_mnist
+def test_equivalent_control_across_two_layers_against_a_hand_written_network(mnist_env):
+    """Pairs of both hidden layers put on their surfaces (by the biases): the returned α solves the
+    complementarity problem for ż computed by central differences of a hand-written gated network
+    along the returned field, and the field is −∇ of that network's loss with D_S = α."""
+    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
+    theta, pairs, sliding, switching = _two_layers_sliding(problem)
+    velocity, alpha = switching.field_with(theta, sliding)
+    assert switching.layer_of[sliding].unique().numel() == 2
+
+    expected, gated = _hand_written_field(problem, theta, pairs, switching, alpha)
+    assert torch.allclose(velocity, expected, rtol=1e-10, atol=1e-13)
 
     def pair_values(point):
         first, second, _ = _plain_mlp(problem, point, gated)
@@ -318,6 +329,26 @@ def test_equivalent_control_across_two_layers_against_a_hand_written_network(mni
         else:
             assert a == 0 and v <= 1e-6 * scale
     assert ((alpha > 0) & (alpha < 1)).any()  # the case does exercise sliding
+
+
+@requires_mnist
+@pytest.mark.parametrize("offset", [1e-2, 1e-4, 1e-7])
+def test_two_layer_equivalent_control_from_a_nearby_guess(mnist_env, offset):
+    """Newton's method continued from an α off by ``offset`` (as from a nearby θ) returns the same
+    α and field as the solve from scratch, to ~1e-10, also when it stops on a small update and
+    moves the field to first order; and it costs a gradient per Newton step (one to three here)."""
+    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
+    theta, pairs, sliding, switching = _two_layers_sliding(problem)
+    _, solution = switching.field_with(theta, sliding)
+    sliding_free = (solution > 0) & (solution < 1)
+    guess = torch.where(sliding_free, solution + offset * torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=theta.dtype),
+                        solution)
+    before = switching.field.n_evals
+    velocity, alpha = switching.field_with(theta, sliding, guess)
+    assert 1 <= switching.field.n_evals - before <= 3
+    assert torch.allclose(alpha, solution, rtol=0, atol=1e-10)
+    expected, _ = _hand_written_field(problem, theta, pairs, switching, solution)
+    assert torch.allclose(velocity, expected, rtol=1e-10, atol=1e-13)
 
 
 @requires_mnist

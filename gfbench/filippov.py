@@ -60,9 +60,11 @@ MAX_PIVOTS = 1000
 #: Coupled blocks of up to this many pairs are solved together by trying every state (3^s of them).
 ENUMERATED_BLOCK_SIZE = 4
 #: Newton steps of the equivalent control of sliding pairs in several layers, and the change
-#: of α (absolute) below which it has settled.
+#: of α (absolute) below which it has settled: NEWTON_TOL, or NEWTON_EPS_FACTOR units of
+#: round-off where the dtype cannot resolve that (float32).
 MAX_NEWTON = 40
 NEWTON_TOL = 1e-11
+NEWTON_EPS_FACTOR = 100
 #: Newton steps for a crossing time on the cubic through four samples (quadratic convergence from the secant root).
 CUBIC_ROOT_NEWTON_STEPS = 8
 
@@ -343,7 +345,7 @@ class FilippovSwitching:
         the exact problem. The model omits ∂J_k/∂α_j · F, which on fully connected layers is
         w_kj ż_j: zero at the solution for a sliding pair j and irrelevant for a pair held at 0 or
         1, so the convergence is Newton's. Each step costs one gradient with J_S (g_S follows from
-        ∂f_D/∂z_S = α ⊙ g_S). It stops when the update is at most NEWTON_TOL, or when its square is
+        ∂f_D/∂z_S = α ⊙ g_S). It stops when the update is at most NEWTON_TOL (float32: 100 units of round-off), or when its square is
         (then the updated α and the field moved to it to first order are returned, both within
         O(update²) of the solution). Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
         """
@@ -361,6 +363,7 @@ class FilippovSwitching:
                      else self._control(zdot, matrix))
             if not multilayer:
                 return _plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha
+        tolerance = max(NEWTON_TOL, NEWTON_EPS_FACTOR * torch.finfo(theta.dtype).eps)
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, scaled_signal = self._evaluate(theta, sliding, alpha)
             signal = self._signal_from(theta, sliding, alpha, scaled_signal)
@@ -368,9 +371,9 @@ class FilippovSwitching:
             # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
             change = float((updated - alpha).abs().max())
-            if change <= NEWTON_TOL:
+            if change <= tolerance:
                 return velocity, alpha
-            if change ** 2 <= NEWTON_TOL:
+            if change ** 2 <= tolerance:
                 # Newton's update lands within O(change²) of the solution; the field moves with
                 # it to first order as in one layer, F(α') = F(α) + J_Sᵀ(g ⊙ (α − α')) + O(change²)
                 return _plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated

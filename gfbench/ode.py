@@ -59,11 +59,15 @@ FLOW_PARAMETERS = (
 
 
 def flow_options(options: dict, problem, dtype: torch.dtype) -> dict:
-    """``options`` with automatic values filled in: the problem's ``flow_method`` (else
-    DEFAULT_METHOD), its ``flow_tolerances`` for ``dtype`` (else DEFAULT_TOLERANCES) and, where the
-    solver has the option, its ``flow_kinks``."""
-    rtol, atol = problem.flow_tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
-    automatic = {"method": problem.flow_method or DEFAULT_METHOD, "rtol": rtol, "atol": atol, "kinks": problem.flow_kinks}
+    """``options`` with automatic values filled in: where the solver has ``kinks``, the problem's
+    ``flow_kinks``; the method and tolerances the problem sets for that treatment of the kinks
+    (``flow_defaults_by_kinks``; flows without the option meet the kinks by step control), else
+    its ``flow_method`` (else DEFAULT_METHOD) and its ``flow_tolerances`` for ``dtype`` (else
+    DEFAULT_TOLERANCES)."""
+    kinks = options.get("kinks") or (problem.flow_kinks if "kinks" in options else "step_control")
+    method, tolerances = problem.flow_defaults_by_kinks.get(kinks, (problem.flow_method, problem.flow_tolerances))
+    rtol, atol = tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
+    automatic = {"method": method or DEFAULT_METHOD, "rtol": rtol, "atol": atol, "kinks": kinks}
     return {key: automatic[key] if value is None and key in automatic else value for key, value in options.items()}
 
 

@@ -42,7 +42,7 @@ class Problem(Configurable):
     ``flow_tolerances`` may replace the adaptive flows' default (rtol, atol) for a dtype where the
     generic ones are impractical (a problem whose gradient jumps, e.g. at ReLU kinks), and
     ``flow_method`` and ``flow_kinks`` their default method and treatment of the kinks, chosen
-    from measurements.
+    from measurements (``flow_defaults_by_kinks``: other method and tolerances for a treatment).
     ``estimated_bytes()`` may estimate the memory of ``build`` and a gradient from the parameters.
     ``loss_with_aux(theta)`` may return, beside f(θ), tensors computed on the way that recorders
     reuse instead of evaluating again (a classifier's training logits).
@@ -65,6 +65,10 @@ class Problem(Configurable):
     #: (Filippov's flow, event by event), "jump_corrected" (the same, transversal crossings passed
     #: inside a step) or "step_control" (−∇f integrated as if smooth).
     flow_kinks: ClassVar[str] = "step_control"
+    #: (method, {dtype: (rtol, atol)}) replacing ``flow_method`` and ``flow_tolerances`` when the
+    #: flow treats the kinks as the key says ("events", "jump_corrected"; ``gf`` only): the
+    #: accuracy per gradient of a tolerance differs between the treatments.
+    flow_defaults_by_kinks: ClassVar[dict[str, tuple[str | None, dict[torch.dtype, tuple[float, float]]]]] = {}
     #: Whether every switching function is linear in θ, z(θ) = Jθ (ntk): then z along a solver
     #: step's polynomial dense output is a polynomial with coefficients z(c_j), and the event search
     #: evaluates a few of them instead of interpolating θ.

@@ -355,7 +355,9 @@ class AdaptiveRungeKutta:
         for _ in range(MAX_EVENT_ITERATIONS):
             if right - left <= time_tol:
                 break
-            trial = right - right_value * (right - left) / (right_value - left_value)
+            # equal ends (in float32 the event at ``left`` may round to the value at ``right``): bisect
+            trial = (right - right_value * (right - left) / (right_value - left_value) if right_value != left_value
+                     else 0.5 * (left + right))
             if not left < trial < right:
                 trial = 0.5 * (left + right)
             value = float(first_event(trial))

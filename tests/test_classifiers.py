@@ -139,19 +139,24 @@ def test_relu_crossings_need_relu_units(mnist_env):
                     recorders=[ReluCrossings()], progress=False)
 
 
-@pytest.mark.parametrize("name,dtype,options,expected", [
-    ("relu_fc", "float64", {}, (1e-7, 1e-9)),            # relu_fc's own defaults
-    ("cnn", "float64", {}, (1e-8, 1e-10)),               # the other ReLU nets'
-    ("relu_fc", "float64", {"rtol": 1e-6}, (1e-6, 1e-9)),  # an explicit option wins, the other stays the problem's
-    ("relu_fc", "float32", {}, (1e-5, 1e-7)),            # no problem default for float32: the generic one
-    ("linear_fc", "float64", {}, (1e-9, 1e-11)),          # smooth: the generic float64 default
+@pytest.mark.parametrize("name,solver,dtype,options,expected", [
+    # relu_fc's own defaults: Filippov's flow with the crossings passed inside the steps
+    ("relu_fc", "gf", "float64", {}, ("bosh3", "jump_corrected", 2e-10, 2e-12)),
+    # kinks left to the step control: the method and tolerances measured for that
+    ("relu_fc", "gf", "float64", {"kinks": "step_control"}, ("adaptive_heun", "step_control", 1e-7, 1e-9)),
+    ("relu_fc", "igr", "float64", {}, ("adaptive_heun", None, 1e-7, 1e-9)),  # no kinks option: step control
+    ("cnn", "gf", "float64", {}, ("dopri5", "step_control", 1e-8, 1e-10)),  # the other ReLU nets'
+    # an explicit option wins, the other stays the problem's
+    ("relu_fc", "gf", "float64", {"rtol": 1e-6}, ("bosh3", "jump_corrected", 1e-6, 2e-12)),
+    # no problem default for float32: the generic one
+    ("relu_fc", "gf", "float32", {}, ("bosh3", "jump_corrected", 1e-5, 1e-7)),
+    ("linear_fc", "gf", "float64", {}, ("dopri5", "step_control", 1e-9, 1e-11)),  # smooth: the generic float64 default
 ])
-def test_flow_tolerances_default_to_the_problems(mnist_env, name, dtype, options, expected):
+def test_flow_defaults_are_the_problems_for_the_kinks_treatment(mnist_env, name, solver, dtype, options, expected):
     problem = gfbench.get_problem(name, n_train=5, **({} if name == "cnn" else {"hidden": "4"}))
-    ds = gfbench.run(problem, gfbench.get_solver("gf", **options), lr=0.001, steps=2, dtype=dtype, progress=False)
+    ds = gfbench.run(problem, gfbench.get_solver(solver, **options), lr=0.001, steps=2, dtype=dtype, progress=False)
     used = json.loads(ds.attrs["solver_options"])
-    assert (used["rtol"], used["atol"]) == expected
-    assert (used["method"], used["kinks"]) == (problem.flow_method or "dopri5", problem.flow_kinks)
+    assert (used["method"], used.get("kinks"), used["rtol"], used["atol"]) == expected
 
 
 @pytest.mark.parametrize("name, params", [("relu_fc", {"n_train": 50}), ("cnn", {"n_train": 20}),

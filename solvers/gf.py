@@ -13,8 +13,9 @@ class GF(FlowSolver):
     """Gradient flow dθ/dt = −∇f(θ) (EC21 Eq. 5), solved by torchdiffeq's adaptive methods.
 
     Reported at t = kη on the GD grid, so ``ds_gd.theta - ds_gf.theta`` is ‖θ_k − θ(kη)‖.
-    Tolerances default to the problem's, else rtol=1e-9, atol=1e-11 in float64 (1e-5, 1e-7 in
-    float32). The dataset records the function evaluations (``nfe``) and accepted/rejected steps.
+    Method and tolerances default to the problem's for the treatment of the kinks in use
+    (``Problem.flow_defaults_by_kinks``, else ``flow_method`` and ``flow_tolerances``), else dopri5
+    at rtol=1e-9, atol=1e-11 in float64 (1e-5, 1e-7 in float32). The dataset records the function evaluations (``nfe``) and accepted/rejected steps.
 
     Where f is only piecewise smooth (a ReLU network: ``Problem.switching_functions``), ∇f jumps
     across the surfaces z_k(θ) = 0 and the flow is meant in Filippov's sense, dθ/dt ∈ −∂f(θ).

@@ -60,12 +60,16 @@ FLOW_PARAMETERS = (
 
 def flow_options(options: dict, problem, dtype: torch.dtype) -> dict:
     """``options`` with automatic values filled in: where the solver has ``kinks``, the problem's
-    ``flow_kinks``; the method and tolerances the problem sets for that treatment of the kinks
+    ``flow_kinks`` (step control where ``flow_defaults_by_kinks`` sets that treatment's tolerances
+    for other dtypes only); the method and tolerances the problem sets for that treatment of the kinks
     (``flow_defaults_by_kinks``; flows without the option meet the kinks by step control), else
     its ``flow_method`` (else DEFAULT_METHOD) and its ``flow_tolerances`` for ``dtype`` (else
     DEFAULT_TOLERANCES)."""
     kinks = options.get("kinks") or (problem.flow_kinks if "kinks" in options else "step_control")
-    method, tolerances = problem.flow_defaults_by_kinks.get(kinks, (problem.flow_method, problem.flow_tolerances))
+    own = problem.flow_defaults_by_kinks.get(kinks)
+    if own is not None and dtype not in own[1] and not options.get("kinks"):
+        kinks, own = "step_control", None  # the problem's treatment was measured in other dtypes only
+    method, tolerances = own or (problem.flow_method, problem.flow_tolerances)
     rtol, atol = tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
     automatic = {"method": method or DEFAULT_METHOD, "rtol": rtol, "atol": atol, "kinks": kinks}
     return {key: automatic[key] if value is None and key in automatic else value for key, value in options.items()}

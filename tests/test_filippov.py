@@ -489,3 +489,13 @@ def test_the_geometry_kept_across_a_switch_is_the_new_sliding_sets(monkeypatch):
     monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)
     run = gfbench.run(gfbench.get_problem("ntk", width=100), "gf", lr=0.01, steps=200, progress=False)
     assert checked and run.attrs["n_crossings"] > 0
+
+
+@requires_mnist
+def test_two_layer_sliding_settles_in_float32(mnist_env):
+    """Newton's stopping rule allows for float32's round-off: with an absolute 1e-11 on α this
+    run failed at t ≈ 0.043 (Newton never settled)."""
+    problem = gfbench.get_problem("relu_fc", n_train=100, hidden="30,30")
+    ds = gfbench.run(problem, gfbench.get_solver("gf", kinks="jump_corrected"), lr=0.001, steps=100, record_every=100,
+                     dtype="float32", progress=False, threads=1)
+    assert ds.attrs["status"] == "completed" and ds.attrs["n_sliding_entries"] > 0

@@ -209,6 +209,14 @@ def _cubic_root(nodes: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return root
 
 
+def _continued(alpha: torch.Tensor, velocity_on: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """α + ż_S(α) / m_k, m_k = ∂ż_k/∂(1 − α_k) (> 0 where pair k can slide): the equivalent control
+    continued past [0, 1] pair by pair. Equal to α while ż_k = 0, and beyond a bound by as much as
+    the pair's velocity asks (for one pair alone, the unclipped solution of ż_k = 0), so that
+    min(α, 1 − α) of it turns negative when a sliding pair's α reaches 0 or 1: the exit event."""
+    return alpha + velocity_on / rate.clamp(min=torch.finfo(rate.dtype).tiny)
+
+
 def _plus_transposed_times(vector: torch.Tensor, matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """vector + matrixᵀ weights for a dense or sparse COO matrix (sparse: one scatter-add of its
     entries, where a product with the transposed COO tensor costs several passes)."""
@@ -315,7 +323,7 @@ class FilippovSwitching:
         self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
         #: (θ, field, α of the sliding pairs) at the last point evaluated
-        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._blocks: CoupledBlocks | None = None
         #: J_S, K and its blocks while z is linear in θ and the sliding set has not changed
         self._constant: _ConstantGeometry | None = None
@@ -335,7 +343,8 @@ class FilippovSwitching:
 
     def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, guess: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α).
+        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α, α continued
+        past [0, 1] by ``_continued``, whose leaving [0, 1] ends the sliding).
 
         One evaluation at α = 1 gives F(1), ż(1) and ∂ż/∂α = −K diag(g), in which ż is affine
         when the sliding pairs lie in one ReLU layer. Otherwise ż(α) is multilinear in α (a deeper
@@ -356,13 +365,14 @@ class FilippovSwitching:
             velocity, zdot, jacobian, signal = self._evaluate(
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
-                return velocity, signal
+                return velocity, signal, signal
             gram, blocks = self._geometry(sliding, jacobian)
             matrix = gram * signal[None, :]
             alpha = (equivalent_control(zdot, matrix, blocks) if blocks is not None
                      else self._control(zdot, matrix))
             if not multilayer:
-                return _plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha
+                return (_plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha,
+                        _continued(alpha, zdot + matrix @ (1 - alpha), matrix.diagonal()))
         tolerance = max(NEWTON_TOL, NEWTON_EPS_FACTOR * torch.finfo(theta.dtype).eps)
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, scaled_signal = self._evaluate(theta, sliding, alpha)
@@ -372,11 +382,12 @@ class FilippovSwitching:
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
             change = float((updated - alpha).abs().max())
             if change <= tolerance:
-                return velocity, alpha
+                return velocity, alpha, _continued(alpha, zdot, -slope.diagonal())
             if change ** 2 <= tolerance:
                 # Newton's update lands within O(change²) of the solution; the field moves with
                 # it to first order as in one layer, F(α') = F(α) + J_Sᵀ(g ⊙ (α − α')) + O(change²)
-                return _plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated
+                return (_plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated,
+                        _continued(updated, zdot + slope @ (updated - alpha), -slope.diagonal()))
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
@@ -481,8 +492,7 @@ class FilippovSwitching:
     def rhs(self, theta: torch.Tensor) -> torch.Tensor:
         """The Filippov field at θ; evaluated once per θ object (the switch leaves the new field at its θ)."""
         if self._cached is None or self._cached[0] is not theta:
-            velocity, alpha = self.field_with(theta, self.sliding, None if self._cached is None else self._cached[2])
-            self._cached = (theta, velocity, alpha)
+            self._cached = (theta, *self.field_with(theta, self.sliding, None if self._cached is None else self._cached[2]))
         return self._cached[1]
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
@@ -498,7 +508,7 @@ class FilippovSwitching:
         if len(self.sliding) == 0:
             return signed if components is None else signed[components]
         self.rhs(theta)
-        alpha = self._cached[2]
+        alpha = self._cached[3]
         values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
         return values if components is None else values[components]
 
@@ -643,7 +653,7 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = torch.cat([(signed < 0).nonzero().flatten(), fired[fired < pairs]]).unique()
         candidates = torch.cat([self.sliding, crossed])
-        velocity, alpha = self.field_with(theta, candidates)
+        velocity, alpha, continued = self.field_with(theta, candidates)
         sliding = (alpha > 0) & (alpha < 1)
         was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
         was_sliding[:len(self.sliding)] = True
@@ -669,7 +679,7 @@ class FilippovSwitching:
             -self.sides[candidates] * self.problem.switching_values(theta, candidates), min=0))
         self._blocks = None
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
-        self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding])
+        self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding], continued[sliding])
 
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,

@@ -83,6 +83,75 @@ def test_flow_crosses_into_sliding_and_matches_the_closed_form(kinks):
     assert float(ds.time[-1]) > SLIDING_START + 3  # most of the run is on the sliding surface
 
 
+class SlidesThenLeaves(Problem):
+    """f(w, v) = ½ (σ(w) − y)² + v w + (k/2)(v − v*)², y = −1, v* = ½, k = 2, (w, v)(0) = (0.3, −0.5):
+    w falls to 0 and slides there with α = v / y while v relaxes to v*; α reaches 0 with v."""
+
+    name = "slides_then_leaves"
+    parameters = ()
+    default_lr = 0.05
+    default_steps = 20
+
+    def build(self) -> None:
+        pass
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def sample_init(self, generator):
+        return torch.tensor([0.3, -0.5], dtype=torch.float64)
+
+    def switching_functions(self, theta):
+        return [theta[:1]]
+
+    def gated_loss(self, theta, gates):
+        # z is its own node: f depends on it through σ(z) = D z alone, as in a ReLU network
+        z = theta[:1] * 1.0
+        w, v = theta[0], theta[1]
+        return (0.5 * (gates[0] * z + 1.0) ** 2).sum() + v * w + (v - 0.5) ** 2, [z]
+
+    def loss(self, theta):
+        w, v = theta[0], theta[1]
+        return 0.5 * (torch.relu(w) + 1.0) ** 2 + v * w + (v - 0.5) ** 2
+
+
+def slides_then_leaves_closed_form(times: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(w, v) at ``times``, the entry and exit times, by hand. Off the surface the flow is linear,
+    u' = A u + c: on (w > 0) A = [[−1, −1], [−1, −2]], c = (−1, 1); off, A = [[0, −1], [−1, −2]],
+    c = (0, 1). Sliding on w = 0 (the on side drives w down while y − v < 0, the off side up while
+    −v > 0), ∂f/∂w = 0 gives α = v / y = −v and v' = −2 (v − ½), so α reaches 0 when v does, at
+    entry + ½ ln((½ − v_entry) / ½); from there (0, 0) follows the off side's flow (w < 0 for good)."""
+    import scipy.linalg
+    import scipy.optimize
+
+    def linear(matrix, shift_to, start, t):
+        shift = np.linalg.solve(np.array(matrix), np.array(shift_to))
+        return scipy.linalg.expm(np.array(matrix) * t) @ (start + shift) - shift
+
+    on, off = ([[-1.0, -1.0], [-1.0, -2.0]], [-1.0, 1.0]), ([[0.0, -1.0], [-1.0, -2.0]], [0.0, 1.0])
+    start = np.array([0.3, -0.5])
+    entry = scipy.optimize.brentq(lambda t: linear(*on, start, t)[0], 0.0, 2.0, xtol=1e-15)
+    v_entry = linear(*on, start, entry)[1]
+    leave = entry + 0.5 * math.log((0.5 - v_entry) / 0.5)
+    states = [linear(*on, start, t) if t <= entry else
+              np.array([0.0, 0.5 + (v_entry - 0.5) * math.exp(-2 * (t - entry))]) if t <= leave else
+              linear(*off, np.zeros(2), t - leave) for t in times]
+    return np.array(states), entry, leave
+
+
+@pytest.mark.parametrize("kinks", ["events", "jump_corrected"])
+def test_sliding_ends_where_the_equivalent_control_reaches_its_bound(kinks):
+    """The exit from sliding is an event located where α reaches 0 (before, α was clipped at 0 and
+    the pair stayed in the sliding set, its own crossing unwatched, until some other event)."""
+    ds = gfbench.run(SlidesThenLeaves(), gfbench.get_solver("gf", kinks=kinks), lr=0.02, steps=50, progress=False,
+                     save_params=True)
+    expected, entry, leave = slides_then_leaves_closed_form(ds.time.values)
+    assert 0.3 < entry < leave < 0.4 and float(ds.time[-1]) > leave + 0.5
+    assert (ds.attrs["n_sliding_entries"], ds.attrs["n_sliding_exits"]) == (1, 1)
+    assert np.abs(ds.theta.values - expected).max() <= 1e-8
+
+
 def test_gd_zigzags_around_the_same_sliding_solution():
     flow = gfbench.run(OneUnitTwoExamples(), FILIPPOV, lr=0.1, steps=60, progress=False, save_params=True)
     gaps = [np.abs(gfbench.run(OneUnitTwoExamples(), "gd", lr=0.1 / r, steps=60 * r, record_every=r, progress=False,
@@ -308,7 +377,7 @@ def test_equivalent_control_across_two_layers_against_a_hand_written_network(mni
     along the returned field, and the field is −∇ of that network's loss with D_S = α."""
     problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
     theta, pairs, sliding, switching = _two_layers_sliding(problem)
-    velocity, alpha = switching.field_with(theta, sliding)
+    velocity, alpha, _ = switching.field_with(theta, sliding)
     assert switching.layer_of[sliding].unique().numel() == 2
 
     expected, gated = _hand_written_field(problem, theta, pairs, switching, alpha)
@@ -339,12 +408,12 @@ def test_two_layer_equivalent_control_from_a_nearby_guess(mnist_env, offset):
     moves the field to first order; and it costs a gradient per Newton step (one to three here)."""
     problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
     theta, pairs, sliding, switching = _two_layers_sliding(problem)
-    _, solution = switching.field_with(theta, sliding)
+    _, solution, _ = switching.field_with(theta, sliding)
     sliding_free = (solution > 0) & (solution < 1)
     guess = torch.where(sliding_free, solution + offset * torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=theta.dtype),
                         solution)
     before = switching.field.n_evals
-    velocity, alpha = switching.field_with(theta, sliding, guess)
+    velocity, alpha, _ = switching.field_with(theta, sliding, guess)
     assert 1 <= switching.field.n_evals - before <= 3
     assert torch.allclose(alpha, solution, rtol=0, atol=1e-10)
     expected, _ = _hand_written_field(problem, theta, pairs, switching, solution)

@@ -322,7 +322,7 @@ class FilippovSwitching:
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
-        #: (θ, field, α of the sliding pairs) at the last point evaluated
+        #: (θ, field, α of the sliding pairs, α continued past [0, 1]) at the last point evaluated
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._blocks: CoupledBlocks | None = None
         #: J_S, K and its blocks while z is linear in θ and the sliding set has not changed
@@ -342,7 +342,7 @@ class FilippovSwitching:
         return _flat(self.problem.switching_functions(theta))
 
     def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, guess: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α, α continued
         past [0, 1] by ``_continued``, whose leaving [0, 1] ends the sliding).
 
@@ -354,9 +354,10 @@ class FilippovSwitching:
         the exact problem. The model omits ∂J_k/∂α_j · F, which on fully connected layers is
         w_kj ż_j: zero at the solution for a sliding pair j and irrelevant for a pair held at 0 or
         1, so the convergence is Newton's. Each step costs one gradient with J_S (g_S follows from
-        ∂f_D/∂z_S = α ⊙ g_S). It stops when the update is at most NEWTON_TOL (float32: 100 units of round-off), or when its square is
-        (then the updated α and the field moved to it to first order are returned, both within
-        O(update²) of the solution). Raises SlidingSolveFailed when α has not settled after MAX_NEWTON steps.
+        ∂f_D/∂z_S = α ⊙ g_S). It stops when the update is at most NEWTON_TOL (float32: 100 units
+        of round-off), or when its square is (then the updated α and the field moved to it to first
+        order are returned, both within O(update²) of the solution). Raises SlidingSolveFailed
+        when α has not settled after MAX_NEWTON steps.
         """
         multilayer = self.layer_of[sliding].unique().numel() > 1
         if guess is not None and multilayer:

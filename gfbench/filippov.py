@@ -296,6 +296,15 @@ class StepJumps:
         return self._vjp(self.jumps * (s - self.times).clamp(min=0))
 
 
+class StepStands:
+    """The events of a step taken at its end with the step as it is (``displacement`` None: no
+    correction, the field there unchanged; ``FilippovSwitching.pass_events``)."""
+
+    displacement = None
+    stop: float | None = None
+    entering: torch.Tensor | None = None
+
+
 class FilippovSwitching:
     """The switching state of one gradient-flow trajectory of ``field.problem`` from θ0.
 
@@ -308,8 +317,8 @@ class FilippovSwitching:
 
     def __init__(self, field, theta0: torch.Tensor, crossings_in_step: bool = False) -> None:
         self.field = field
-        #: what the integration offers a step's events first (``Flow.switching``)
-        self.pass_events = self.pass_crossings if crossings_in_step else None
+        #: whether transversal crossings are passed inside a step (``pass_crossings``) or located
+        self.crossings_in_step = crossings_in_step
         self.problem = field.problem
         switching = [z.detach() for z in self.problem.switching_functions(theta0)]
         self.shapes = [z.shape for z in switching]
@@ -529,11 +538,67 @@ class FilippovSwitching:
         """The event functions s_k z_k + band_k of ``pairs`` from their z (+inf where sliding)."""
         return torch.where(self.is_sliding[pairs], float("inf"), self.sides[pairs] * z + self.band[pairs])
 
+    def pass_events(self, dense, fired: torch.Tensor) -> StepJumps | StepStands | torch.Tensor | None:
+        """What the integration does with the events ``fired`` at the end of a step whose
+        ``DenseOutput`` is ``dense`` (``AdaptiveRungeKutta.advance_until``).
+
+        Sliding exits are never located: the Filippov field is continuous where a sliding pair's α
+        reaches 0 or 1 (α clipped at the bound gives the field of that side, on which the pair then
+        moves off its surface), so the step across an exit integrated the true field and is kept.
+        Where only exits fired, the pairs leave the sliding set at the step end (``StepStands``);
+        otherwise the crossings are passed (``kinks=jump_corrected``, ``pass_crossings``) and the
+        exits taken at the step end, or the crossings alone are located, and ``switch`` re-decides
+        the sliding pairs (the exits before it among them) at the located event.
+        """
+        pairs = self.gates.numel()
+        crossed, exits = fired[fired < pairs], fired[fired >= pairs] - pairs
+        if len(crossed) == 0:
+            self._release(exits, self._field_at(dense.end))
+            return StepStands()
+        if not self.crossings_in_step:
+            return crossed
+        at_end = self._field_at(dense.end) if len(exits) else None
+        jumps = self.pass_crossings(dense, crossed)
+        if jumps is None:
+            return crossed
+        if jumps.stop is None and len(exits):
+            self._release(exits, at_end)
+        return jumps
+
+    def _field_at(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cache of ``rhs`` at θ: (θ, field, α, continued α)."""
+        self.rhs(theta)
+        return self._cached
+
+    def _release(self, exits: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        """Take the sliding pairs numbered ``exits`` (among ``sliding``), whose continued α left
+        [0, 1] by the point ``at`` (``rhs``'s cache there), off their surfaces, each gated on the
+        side its α reached. The field there stays what it is; so does the cache, unless a pass
+        has since replaced it."""
+        theta, velocity, alpha, continued = at
+        released = self.sliding[exits]
+        keep = torch.ones(len(self.sliding), dtype=torch.bool, device=theta.device)
+        keep[exits] = False
+        gates = (continued[exits] > 1).to(self.gates.dtype)
+        self.gates[released] = gates
+        self.sides[released] = 2 * gates - 1
+        self.is_sliding[released] = False
+        # a released pair sits within round-off of its surface: its event starts from 0 if on the wrong side
+        self.band[released] = torch.clamp(-self.sides[released] * self.problem.switching_values(theta, released), min=0)
+        sliding = self.sliding[keep]
+        if self._constant is not None and self._constant.sliding is self.sliding:
+            self._constant = self._constant.restricted(sliding, keep.nonzero().flatten())
+        self.sliding = sliding
+        self._blocks = None
+        self.sliding_exits += len(released)
+        if self._cached is at:
+            self._cached = (theta, velocity, alpha[keep], continued[keep])
+
     def pass_crossings(self, dense, fired: torch.Tensor) -> StepJumps | None:
-        """Switch the pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
+        """Switch the gated pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
         ``dense``, without stopping there, and return their ``StepJumps``; or None, leaving the
-        switch to event location, where this could be a sliding entry or exit: an α event fired,
-        or a pair passed at the step before crosses back. A pair that the field beyond its
+        switch to event location, where a pair passed at the step before crosses back (this
+        could be an entry into sliding). A pair that the field beyond its
         surface drives back (ż_k, J(F + Σ ΔF) at the step end, turns sign: an entry into
         sliding) is left to ``switch``: the pairs that cross before it are passed and the
         returned jumps stop the integration at its crossing time (None where none crosses before).
@@ -546,9 +611,8 @@ class FilippovSwitching:
         within one step goes unseen, as with event location. While other pairs slide, ΔF_k leaves
         out the response of their α to the crossing (a first-order error along J_S).
         """
-        pairs = self.gates.numel()
         passed_before, self._passed = self._passed, fired.new_empty(0)
-        if fired.max() >= pairs or (len(passed_before) and torch.isin(fired, passed_before).any()):
+        if len(passed_before) and torch.isin(fired, passed_before).any():
             return None
         examples, local = self._examples_of(fired)
         if len(self.sliding):

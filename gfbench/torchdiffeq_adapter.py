@@ -258,12 +258,15 @@ class AdaptiveRungeKutta:
         ``events_along(dense, components)`` gives those components as a function of time along a
         step's ``DenseOutput`` (default: ``events`` at ``dense(s)``), where that is cheaper.
         ``pass_events(dense, components)``, when given, is offered the events of a step first: it
-        returns None to have them located, or takes them inside the step (changing the right-hand
-        side) and returns an object whose ``displacement(s)`` is the correction to add to the
-        dense output at s; the integration then goes on from the corrected step end, with the
-        derivative evaluated there afresh, without stopping; or, where its ``stop`` is a time,
-        stops there (or at t, if sooner) as at an event, with its ``entering`` as the components
-        that fired (none at t). Returns
+        returns None to have them located, a tensor of components to locate instead (the others
+        it leaves to be taken at the located event, or at the step end if none is located), or
+        takes them inside the step (changing the right-hand side) and returns an object whose
+        ``displacement(s)`` is the correction to add to the dense output at s; the integration
+        then goes on from the corrected step end, with the derivative evaluated there afresh,
+        without stopping (``displacement`` None: the step stands as taken, its end derivative
+        too, for events at which the right-hand side is continuous); or, where its ``stop`` is a
+        time, stops there (or at t, if sooner) as at an event, with its ``entering`` as the
+        components that fired (none at t). Returns
         (time reached, y there, the components negative there, by that function, or None when no
         event stopped the integration). A component that changes sign and back within one step is
         not seen. Not to be mixed with ``advance``; ``restart`` continues after an event.
@@ -284,7 +287,9 @@ class AdaptiveRungeKutta:
                 if at_end.min() < 0:
                     fired = (at_end < 0).nonzero().flatten()
                     passed = None if pass_events is None else pass_events(dense, fired)
-                    if passed is None:
+                    if passed is None or isinstance(passed, torch.Tensor):
+                        fired = fired if passed is None else passed
+                        passed = None
                         along = events_along(dense, fired)
                         when = self._locate(lambda s: along(s).min(), self._now, step_end,
                                             float(at_end[fired].min()), time_tol)
@@ -298,12 +303,13 @@ class AdaptiveRungeKutta:
                             passed.entering if when == passed.stop else passed.entering[:0])
                     else:
                         self._passed_step = (step_end, passed)
-                        end = state.y1 + passed.displacement(step_end)
-                        self._solver.rk_state = state = state._replace(y1=end, f1=self._solver.func(state.t1, end))
+                        if passed.displacement is not None:
+                            end = state.y1 + passed.displacement(step_end)
+                            self._solver.rk_state = state = state._replace(y1=end, f1=self._solver.func(state.t1, end))
             if step_end > self._now:
                 if t <= step_end:
                     self._now = t
-                    if t == step_end or passed is None:
+                    if t == step_end or passed is None or passed.displacement is None:
                         return t, state.y1 if t == step_end else dense(t), None
                     return t, dense(t) + passed.displacement(t), None
                 self._now = step_end

@@ -141,14 +141,23 @@ def slides_then_leaves_closed_form(times: np.ndarray) -> tuple[np.ndarray, float
 
 
 @pytest.mark.parametrize("kinks", ["events", "jump_corrected"])
-def test_sliding_ends_where_the_equivalent_control_reaches_its_bound(kinks):
-    """The exit from sliding is an event located where α reaches 0 (before, α was clipped at 0 and
-    the pair stayed in the sliding set, its own crossing unwatched, until some other event)."""
+def test_sliding_ends_where_the_equivalent_control_reaches_its_bound(kinks, monkeypatch):
+    """The exit from sliding is an event: α continued past [0, 1] fires it (before, α was clipped
+    at 0 and the pair stayed in the sliding set, its own crossing unwatched, until some other
+    event). The field is continuous there, so the exit is taken at the end of its step, not
+    located: only the entry is searched for on a dense output."""
+    from gfbench.torchdiffeq_adapter import AdaptiveRungeKutta
+
+    located = []
+    locate = AdaptiveRungeKutta._locate
+    monkeypatch.setattr(AdaptiveRungeKutta, "_locate",
+                        lambda self, *args: located.append(locate(self, *args)) or located[-1])
     ds = gfbench.run(SlidesThenLeaves(), gfbench.get_solver("gf", kinks=kinks), lr=0.02, steps=50, progress=False,
                      save_params=True)
     expected, entry, leave = slides_then_leaves_closed_form(ds.time.values)
     assert 0.3 < entry < leave < 0.4 and float(ds.time[-1]) > leave + 0.5
     assert (ds.attrs["n_sliding_entries"], ds.attrs["n_sliding_exits"]) == (1, 1)
+    assert located and np.allclose(located, entry, rtol=0, atol=1e-9)
     assert np.abs(ds.theta.values - expected).max() <= 1e-8
 
 
@@ -534,30 +543,49 @@ def test_record_times_do_not_change_the_events():
     assert np.allclose(runs[0].theta.values[-1], runs[1].theta.values[-1], rtol=0, atol=1e-10)
 
 
-def test_the_geometry_kept_across_a_switch_is_the_new_sliding_sets(monkeypatch):
+def test_the_geometry_kept_across_a_switch_or_an_exit_is_the_new_sliding_sets(monkeypatch):
     """After a switch, J_S, K and the blocks of the new sliding set are cut from those of the
-    candidates the switch solved for; they must be what the sliding set itself gives."""
+    candidates the switch solved for, and after exits taken at a step end from those of the sliding
+    set before; they must be what the sliding set itself gives. At an exit the field is continuous:
+    the one kept for the step end is the one the new sliding set gives there, up to the affine
+    evaluation's error off the surface (it is exact at z_k = 0; the released pair has moved off by
+    O((t1 − τ)²) since its exit at τ: 1.4e-9 of |F| here)."""
     from gfbench.filippov import FilippovSwitching, _gram
 
-    checked = []
-    original = FilippovSwitching.switch
+    checked = {"switch": 0, "exit": 0}
+
+    def check_geometry(self, theta):
+        kept = self._constant
+        fresh = self.problem.switching_jacobian(theta, self.sliding)
+        assert kept.sliding is self.sliding
+        assert torch.equal(kept.jacobian.to_dense(), fresh.to_dense())
+        assert torch.allclose(kept.gram, _gram(fresh), rtol=1e-14, atol=0)
+        assert kept.blocks.separates(kept.gram)
+        assert torch.equal(kept.blocks.labels[:, None] == kept.blocks.labels[None, :],
+                           (lambda labels: labels[:, None] == labels[None, :])(coupled_blocks(_gram(fresh)).labels))
+
+    switch, release = FilippovSwitching.switch, FilippovSwitching._release
 
     def switch_and_check(self, theta, fired):
-        original(self, theta, fired)
+        switch(self, theta, fired)
         if len(self.sliding):
-            kept = self._constant
-            fresh = self.problem.switching_jacobian(theta, self.sliding)
-            assert kept.sliding is self.sliding
-            assert torch.equal(kept.jacobian.to_dense(), fresh.to_dense())
-            assert torch.allclose(kept.gram, _gram(fresh), rtol=1e-14, atol=0)
-            assert kept.blocks.separates(kept.gram)
-            assert torch.equal(kept.blocks.labels[:, None] == kept.blocks.labels[None, :],
-                               (lambda labels: labels[:, None] == labels[None, :])(coupled_blocks(_gram(fresh)).labels))
-            checked.append(len(self.sliding))
+            check_geometry(self, theta)
+            checked["switch"] += 1
+
+    def release_and_check(self, exits, at):
+        theta, velocity = at[0], at[1]
+        release(self, exits, at)
+        if len(self.sliding):
+            check_geometry(self, theta)
+        self._constant = None  # the field afresh: J_S from the problem, not the geometry kept
+        fresh = self.field_with(theta, self.sliding)
+        assert torch.allclose(fresh[0], velocity, rtol=0, atol=1e-7 * float(velocity.abs().max()))
+        checked["exit"] += 1
 
     monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)
-    run = gfbench.run(gfbench.get_problem("ntk", width=100), "gf", lr=0.01, steps=200, progress=False)
-    assert checked and run.attrs["n_crossings"] > 0
+    monkeypatch.setattr(FilippovSwitching, "_release", release_and_check)
+    run = gfbench.run(gfbench.get_problem("ntk", width=100), "gf", lr=1.0, steps=40, progress=False)
+    assert checked["switch"] and checked["exit"] and run.attrs["n_crossings"] > 0
 
 
 @requires_mnist

@@ -10,10 +10,14 @@ holds the state of the event-driven integration (Piiroinen & Kuznetsov, ACM TOMS
 - a sliding set S of pairs held on their surfaces: there D_S = α, the equivalent control (Utkin)
   that makes dz_S/dt = 0, with 0 ≤ α ≤ 1 (Filippov's convex combination of the one-sided
   fields, Filippov 1988 §2.4). A pair leaves S when its α reaches 0 (to z < 0) or 1 (to z > 0).
+  The field is continuous there (α at the bound gives that side's field), so an exit is not
+  located: the step across it stands, and the pair leaves S at the step end
+  (``FilippovSwitching.pass_events``).
 
 Equivalent control. With g_k = ∂f/∂σ(z_k) and J_S = ∂z_S/∂θ, the field is affine in the gates of
 one ReLU layer: F(α) = −∇f_{D(α)} = F(1) + J_Sᵀ(g_S ⊙ (1 − α)) on z_S = 0 (∂∇f_D/∂D_k =
-g_k ∇z_k + z_k ∇g_k, and g_k does not depend on the gates of its own layer). So
+g_k ∇z_k + z_k ∇g_k, and g_k depends on a gate D_l of its own layer only through σ_l = D_l z_l,
+so not at all on z_l = 0). So
 ż_S = w(1) + K diag(g_S)(1 − α), K = J_S J_Sᵀ, and α solves the box complementarity problem:
 α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0. Exact for the ntk
 problem and whenever the sliding pairs lie in one ReLU layer (e.g. the first layer of relu_fc).
@@ -25,7 +29,9 @@ Limits: max-pooling (cnn arch=lenet5) switches are not switching functions, so t
 between events is not smooth and only the step control handles them; a pair that crosses zero and
 back within one step goes unseen; with several layers sliding the complementarity problem need not
 have a unique solution (its matrix need not be a P-matrix), and the one continued from the
-previous evaluation is taken.
+previous evaluation is taken. Between an exit at τ and the end of its step the pair, still in S
+with α at its bound, moves off its surface (z_k = O((t − τ)²), as ż_k = 0 at τ), where the
+affine evaluation errs O(z_k): a local error O(h³) per exit, seen by the step's error estimate.
 With ``kinks=jump_corrected`` a transversal crossing does not stop the integration
 (``FilippovSwitching.pass_crossings``): at the end of the step over which z_k changed sign the
 gate switches and the state gets the missed jump (t1 − τ_k) ΔF_k, ΔF_k = −(D'_k − D_k) g_k ∇z_k,
@@ -273,8 +279,24 @@ class _ConstantGeometry(NamedTuple):
 
     def restricted(self, sliding: torch.Tensor, keep: torch.Tensor) -> _ConstantGeometry:
         """The geometry of ``sliding`` = self.sliding[keep]: J's rows, K's principal submatrix, the blocks cut down."""
-        return _ConstantGeometry(sliding, self.jacobian.index_select(0, keep), self.gram[keep][:, keep],
-                                 self.blocks.restricted(keep))
+        # coalesced once here: a sparse J's rows selected are not, and each product would coalesce them
+        jacobian = self.jacobian.index_select(0, keep)
+        return _ConstantGeometry(sliding, jacobian.coalesce() if jacobian.is_sparse else jacobian,
+                                 self.gram[keep][:, keep], self.blocks.restricted(keep))
+
+
+class SlidingField(NamedTuple):
+    """The Filippov field at a point with a sliding set S: ``velocity`` = −∇f_D with D_S = α,
+    ``alpha`` (the equivalent control of S, in [0, 1]) and ``continued`` (α continued past
+    [0, 1] by ``_continued``; its leaving [0, 1] is the exit event)."""
+
+    velocity: torch.Tensor
+    alpha: torch.Tensor
+    continued: torch.Tensor
+
+    def kept(self, keep: torch.Tensor) -> SlidingField:
+        """The same field with the sliding pairs ``keep`` alone (where the others sit at a bound of α)."""
+        return SlidingField(self.velocity, self.alpha[keep], self.continued[keep])
 
 
 class StepJumps:
@@ -331,8 +353,8 @@ class FilippovSwitching:
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
-        #: (θ, field, α of the sliding pairs, α continued past [0, 1]) at the last point evaluated
-        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: (θ, the field there) at the last point evaluated
+        self._cached: tuple[torch.Tensor, SlidingField] | None = None
         self._blocks: CoupledBlocks | None = None
         #: J_S, K and its blocks while z is linear in θ and the sliding set has not changed
         self._constant: _ConstantGeometry | None = None
@@ -351,9 +373,8 @@ class FilippovSwitching:
         return _flat(self.problem.switching_functions(theta))
 
     def field_with(self, theta: torch.Tensor, sliding: torch.Tensor, guess: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Filippov field at θ with the pairs ``sliding`` on their surfaces, their α, α continued
-        past [0, 1] by ``_continued``, whose leaving [0, 1] ends the sliding).
+                   ) -> SlidingField:
+        """The Filippov field at θ with the pairs ``sliding`` on their surfaces.
 
         One evaluation at α = 1 gives F(1), ż(1) and ∂ż/∂α = −K diag(g), in which ż is affine
         when the sliding pairs lie in one ReLU layer. Otherwise ż(α) is multilinear in α (a deeper
@@ -375,14 +396,14 @@ class FilippovSwitching:
             velocity, zdot, jacobian, signal = self._evaluate(
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
-                return velocity, signal, signal
+                return SlidingField(velocity, signal, signal)
             gram, blocks = self._geometry(sliding, jacobian)
             matrix = gram * signal[None, :]
             alpha = (equivalent_control(zdot, matrix, blocks) if blocks is not None
                      else self._control(zdot, matrix))
             if not multilayer:
-                return (_plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha,
-                        _continued(alpha, zdot + matrix @ (1 - alpha), matrix.diagonal()))
+                return SlidingField(_plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha,
+                                    _continued(alpha, zdot + matrix @ (1 - alpha), matrix.diagonal()))
         tolerance = max(NEWTON_TOL, NEWTON_EPS_FACTOR * torch.finfo(theta.dtype).eps)
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, scaled_signal = self._evaluate(theta, sliding, alpha)
@@ -392,12 +413,12 @@ class FilippovSwitching:
             updated = self._control(zdot + slope @ (1 - alpha), -slope)
             change = float((updated - alpha).abs().max())
             if change <= tolerance:
-                return velocity, alpha, _continued(alpha, zdot, -slope.diagonal())
+                return SlidingField(velocity, alpha, _continued(alpha, zdot, -slope.diagonal()))
             if change ** 2 <= tolerance:
                 # Newton's update lands within O(change²) of the solution; the field moves with
                 # it to first order as in one layer, F(α') = F(α) + J_Sᵀ(g ⊙ (α − α')) + O(change²)
-                return (_plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated,
-                        _continued(updated, zdot + slope @ (updated - alpha), -slope.diagonal()))
+                return SlidingField(_plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated,
+                                    _continued(updated, zdot + slope @ (updated - alpha), -slope.diagonal()))
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
@@ -501,8 +522,13 @@ class FilippovSwitching:
 
     def rhs(self, theta: torch.Tensor) -> torch.Tensor:
         """The Filippov field at θ; evaluated once per θ object (the switch leaves the new field at its θ)."""
+        return self._field_at(theta).velocity
+
+    def _field_at(self, theta: torch.Tensor) -> SlidingField:
+        """The field at θ, from the cache when θ is the point last evaluated (the same object)."""
         if self._cached is None or self._cached[0] is not theta:
-            self._cached = (theta, *self.field_with(theta, self.sliding, None if self._cached is None else self._cached[2]))
+            self._cached = (theta, self.field_with(theta, self.sliding,
+                                                   None if self._cached is None else self._cached[1].alpha))
         return self._cached[1]
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
@@ -517,8 +543,7 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         if len(self.sliding) == 0:
             return signed if components is None else signed[components]
-        self.rhs(theta)
-        alpha = self._cached[3]
+        alpha = self._field_at(theta).continued
         values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
         return values if components is None else values[components]
 
@@ -553,7 +578,7 @@ class FilippovSwitching:
         pairs = self.gates.numel()
         crossed, exits = fired[fired < pairs], fired[fired >= pairs] - pairs
         if len(crossed) == 0:
-            self._release(exits, self._field_at(dense.end))
+            self._release(exits, dense.end)
             return StepStands()
         if not self.crossings_in_step:
             return crossed
@@ -562,24 +587,20 @@ class FilippovSwitching:
         if jumps is None:
             return crossed
         if jumps.stop is None and len(exits):
-            self._release(exits, at_end)
+            self._release(exits, dense.end, at_end)
         return jumps
 
-    def _field_at(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The cache of ``rhs`` at θ: (θ, field, α, continued α)."""
-        self.rhs(theta)
-        return self._cached
-
-    def _release(self, exits: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    def _release(self, exits: torch.Tensor, theta: torch.Tensor, field: SlidingField | None = None) -> None:
         """Take the sliding pairs numbered ``exits`` (among ``sliding``), whose continued α left
-        [0, 1] by the point ``at`` (``rhs``'s cache there), off their surfaces, each gated on the
-        side its α reached. The field there stays what it is; so does the cache, unless a pass
-        has since replaced it."""
-        theta, velocity, alpha, continued = at
+        [0, 1] by θ, off their surfaces, each gated on the side its α reached. ``field``: the field
+        at θ before any pass changed the gates (default: the cached one). The field at θ stays what
+        it is (the cache keeps it, unless a pass has since replaced it)."""
+        if field is None:
+            field = self._field_at(theta)
         released = self.sliding[exits]
         keep = torch.ones(len(self.sliding), dtype=torch.bool, device=theta.device)
         keep[exits] = False
-        gates = (continued[exits] > 1).to(self.gates.dtype)
+        gates = (field.continued[exits] > 1).to(self.gates.dtype)
         self.gates[released] = gates
         self.sides[released] = 2 * gates - 1
         self.is_sliding[released] = False
@@ -591,8 +612,8 @@ class FilippovSwitching:
         self.sliding = sliding
         self._blocks = None
         self.sliding_exits += len(released)
-        if self._cached is at:
-            self._cached = (theta, velocity, alpha[keep], continued[keep])
+        if self._cached is not None and self._cached[1] is field:
+            self._cached = (theta, field.kept(keep))
 
     def pass_crossings(self, dense, fired: torch.Tensor) -> StepJumps | None:
         """Switch the gated pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
@@ -615,9 +636,9 @@ class FilippovSwitching:
         if len(passed_before) and torch.isin(fired, passed_before).any():
             return None
         examples, local = self._examples_of(fired)
-        if len(self.sliding):
-            self.rhs(dense.end)  # the sliding pairs' α at the step end (the event check evaluated it)
-        gates = self._gates_with(self.sliding, self._cached[2] if len(self.sliding) else None).clone()
+        # the sliding pairs' α at the step end (the event check evaluated it)
+        alpha = self._field_at(dense.end).alpha if len(self.sliding) else None
+        gates = self._gates_with(self.sliding, alpha).clone()
         steps = torch.linspace(0, 1, 4, dtype=gates.dtype, device=gates.device)
         samples = torch.stack([_flat(self._gated_on(dense(dense.t0 + float(x) * (dense.t1 - dense.t0)),
                                                     gates, examples, graph=False)[2])[local] for x in steps])
@@ -718,7 +739,8 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = torch.cat([(signed < 0).nonzero().flatten(), fired[fired < pairs]]).unique()
         candidates = torch.cat([self.sliding, crossed])
-        velocity, alpha, continued = self.field_with(theta, candidates)
+        field = self.field_with(theta, candidates)
+        alpha = field.alpha
         sliding = (alpha > 0) & (alpha < 1)
         was_sliding = torch.zeros(len(candidates), dtype=torch.bool, device=theta.device)
         was_sliding[:len(self.sliding)] = True
@@ -744,7 +766,7 @@ class FilippovSwitching:
             -self.sides[candidates] * self.problem.switching_values(theta, candidates), min=0))
         self._blocks = None
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
-        self._cached = None if kept_back.any() else (theta, velocity, alpha[sliding], continued[sliding])
+        self._cached = None if kept_back.any() else (theta, field.kept(sliding))
 
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,

@@ -8,7 +8,8 @@ times: chunking costs no extra function evaluations compared with one ``odeint``
 whole grid (tests check the counts are equal), while only O(d) state is held. A flow with a
 switching state (``Flow.switching``, e.g. :class:`gfbench.filippov.FilippovSwitching`) is
 integrated event by event: the solver stops where an event function changes sign, the state
-switches, and the integration restarts there with the step size it had.
+switches, and the integration restarts there with the step size it had (events the switching
+state takes inside a step, ``pass_events``, do not stop it).
 
 With ``error_estimate`` on, a companion integration of the same flow at rtol and atol divided by
 ERROR_ESTIMATE_FACTOR advances alongside, and ``flow_error_estimate`` = ‖θ(t) − θ_tight(t)‖ is

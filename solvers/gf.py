@@ -20,9 +20,10 @@ class GF(FlowSolver):
     Where f is only piecewise smooth (a ReLU network: ``Problem.switching_functions``), ∇f jumps
     across the surfaces z_k(θ) = 0 and the flow is meant in Filippov's sense, dθ/dt ∈ −∂f(θ).
     ``kinks=events``: between events the flow with the activation pattern frozen, −∇f_D(θ), is
-    smooth and is integrated by the adaptive method; an event (a ReLU input z_k reaching 0, or a
-    sliding pair's equivalent control α_k reaching 0 or 1) is located on the step's dense output,
-    the pattern switches there and the integration restarts. Where both one-sided fields point
+    smooth and is integrated by the adaptive method; an event (a ReLU input z_k reaching 0) is
+    located on the step's dense output, the pattern switches there and the integration restarts;
+    a sliding pair whose equivalent control α_k reaches 0 or 1 leaves its surface at the end of
+    that step (the field is continuous there). Where both one-sided fields point
     into a surface the flow slides on it with the ReLU derivative replaced by α_k ∈ [0, 1] chosen so
     that dz_k/dt = 0: the η → 0 limit of GD, which zig-zags across it (``gfbench.filippov`` for the
     maths and its limits). Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008; Filippov (1988). The

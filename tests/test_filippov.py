@@ -572,14 +572,14 @@ def test_the_geometry_kept_across_a_switch_or_an_exit_is_the_new_sliding_sets(mo
             check_geometry(self, theta)
             checked["switch"] += 1
 
-    def release_and_check(self, exits, at):
-        theta, velocity = at[0], at[1]
-        release(self, exits, at)
+    def release_and_check(self, exits, theta, field=None):
+        velocity = (field or self._field_at(theta)).velocity
+        release(self, exits, theta, field)
         if len(self.sliding):
             check_geometry(self, theta)
         self._constant = None  # the field afresh: J_S from the problem, not the geometry kept
         fresh = self.field_with(theta, self.sliding)
-        assert torch.allclose(fresh[0], velocity, rtol=0, atol=1e-7 * float(velocity.abs().max()))
+        assert torch.allclose(fresh.velocity, velocity, rtol=0, atol=1e-7 * float(velocity.abs().max()))
         checked["exit"] += 1
 
     monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)

@@ -169,3 +169,53 @@ def test_bosh3_dense_output_is_as_accurate_as_its_step():
     assert math.log2(ours[0] / ours[1]) == pytest.approx(4, abs=0.3)
     assert math.log2(theirs[0] / theirs[1]) == pytest.approx(2, abs=0.3)
     assert ours[1] < theirs[1] / 10
+
+
+class _Stands:
+    """What ``pass_events`` returns for events the right-hand side is continuous at: the step stands."""
+
+    displacement, stop, entering = None, None, None
+
+
+@pytest.mark.parametrize("answer", ["locate_first_only", "step_stands"])
+def test_pass_events_may_name_the_events_to_locate_or_keep_the_step(answer):
+    """y' = −y from (1, 1), events y_0 − e^{−0.3} and y_1 − e^{−0.2} (the second comes first).
+    ``pass_events`` returning a tensor has only those components located: the integration stops
+    where y_0 = e^{−0.3}, t = 0.3, having kept the steps over t = 0.2; returning a result whose
+    displacement is None keeps the step as taken, its end derivative too (no extra evaluation)."""
+    class Decay(_Counting):
+        calls = 0
+
+        def __call__(self, t, y):
+            self.calls += 1
+            return -y
+
+    func = Decay()
+    stepper = torchdiffeq_adapter.AdaptiveRungeKutta(func, torch.ones(2, dtype=torch.float64), method="bosh3",
+                                                     rtol=1e-10, atol=1e-12)
+    thresholds = torch.tensor([math.exp(-0.3), math.exp(-0.2)], dtype=torch.float64)
+    offered, taken = [], torch.zeros(2, dtype=torch.bool)
+
+    def pass_events(dense, fired):
+        offered.append(fired.tolist())
+        if answer == "locate_first_only" and 0 in fired:
+            return fired[fired == 0]
+        taken[fired] = True  # taken at the step end, as a sliding exit leaves the sliding set
+        return _Stands()
+
+    def events(t, y, components):
+        values = torch.where(taken, math.inf, y - thresholds)
+        return values if components is None else values[components]
+    if answer == "locate_first_only":
+        time, y, fired = stepper.advance_until(1.0, events, 1e-13, pass_events=pass_events)
+        assert fired.tolist() == [0] and time == pytest.approx(0.3, abs=1e-9)
+        assert torch.allclose(y, torch.full((2,), math.exp(-time), dtype=torch.float64), rtol=1e-9, atol=0)
+        assert any(1 in components for components in offered)
+    else:
+        calls_before = func.calls
+        time, y, fired = stepper.advance_until(0.25, events, 1e-13, pass_events=pass_events)
+        assert fired is None and time == 0.25 and offered == [[1]]
+        assert torch.allclose(y, torch.full((2,), math.exp(-0.25), dtype=torch.float64), rtol=1e-9, atol=0)
+        steps = func.accepted + func.rejected
+        # three new evaluations per bosh3 step (first same as last), two to pick the first step
+        assert func.calls - calls_before == 3 * steps + 2

@@ -114,7 +114,7 @@ class FilippovFlows:
 class ReluFcFlow:
     """``gf`` on relu_fc, EC21 Figure 1's network with its 1000 examples, lr 0.001 to t = 0.01: the
     gradients the flow costs where kinks are crossed by the thousand per unit time, at the problem's
-    defaults (Filippov's flow with the crossings passed inside bosh3's steps, rtol 2e-10) and with
+    defaults (Filippov's flow with the crossings passed inside bosh3's steps, rtol 1e-10) and with
     the kinks left to the step control (adaptive_heun, rtol 1e-7), which resolve the GD–flow gap
     about as well to t = 1 (errors in the README)."""
 

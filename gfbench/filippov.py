@@ -533,8 +533,9 @@ class FilippovSwitching:
 
     def events(self, t: float, theta: torch.Tensor, components: torch.Tensor | None) -> torch.Tensor:
         """Event functions ``components`` (None: all): s_k z_k + band_k for every pair k (s = ±1
-        its gate's side; +inf while it slides), then min(α_j, 1 − α_j) for the j-th sliding pair.
-        α costs a gradient evaluation unless θ is the point ``rhs`` was last called at."""
+        its gate's side; +inf while it slides), then min(α_j, 1 − α_j) for the j-th sliding pair,
+        α continued past [0, 1] (``_continued``). α costs a gradient evaluation unless θ is the
+        point ``rhs`` was last called at."""
         pairs = self.gates.numel()
         if components is not None and components.max() < pairs:
             # the event search asks for a few pairs many times: only theirs are computed

@@ -141,13 +141,13 @@ def test_relu_crossings_need_relu_units(mnist_env):
 
 @pytest.mark.parametrize("name,solver,dtype,options,expected", [
     # relu_fc's own defaults: Filippov's flow with the crossings passed inside the steps
-    ("relu_fc", "gf", "float64", {}, ("bosh3", "jump_corrected", 2e-10, 2e-12)),
+    ("relu_fc", "gf", "float64", {}, ("bosh3", "jump_corrected", 1e-10, 1e-12)),
     # kinks left to the step control: the method and tolerances measured for that
     ("relu_fc", "gf", "float64", {"kinks": "step_control"}, ("adaptive_heun", "step_control", 1e-7, 1e-9)),
     ("relu_fc", "igr", "float64", {}, ("adaptive_heun", None, 1e-7, 1e-9)),  # no kinks option: step control
     ("cnn", "gf", "float64", {}, ("dopri5", "step_control", 1e-8, 1e-10)),  # the other ReLU nets'
     # an explicit option wins, the other stays the problem's
-    ("relu_fc", "gf", "float64", {"rtol": 1e-6}, ("bosh3", "jump_corrected", 1e-6, 2e-12)),
+    ("relu_fc", "gf", "float64", {"rtol": 1e-6}, ("bosh3", "jump_corrected", 1e-6, 1e-12)),
     # jump_corrected measured in float64 only: float32 keeps the step control, at the generic tolerances
     ("relu_fc", "gf", "float32", {}, ("adaptive_heun", "step_control", 1e-5, 1e-7)),
     ("relu_fc", "gf", "float32", {"kinks": "jump_corrected"}, ("bosh3", "jump_corrected", 1e-5, 1e-7)),

@@ -48,6 +48,7 @@ holds inside one activation region only.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Callable, NamedTuple
 
@@ -152,15 +153,22 @@ def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor, blocks: 
     return alpha
 
 
+@functools.cache
+def _block_states(size: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(free, off, I): the 3^s states of a block of s pairs as masks (3^s, s), each pair free, on or
+    off, and the s × s identity; formed once per size (every field evaluation asks for them)."""
+    states = torch.cartesian_prod(*[torch.arange(3, device=device)] * size).reshape(-1, size)
+    return states == 0, states == 2, torch.eye(size, dtype=dtype, device=device)
+
+
 def _solve_small_blocks(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """``_solve_block`` for a batch of blocks of one small size s (velocity_on (B, s), matrix (B, s, s)),
     by trying all 3^s states (each pair free, on or off) at once and taking the first that satisfies
     the conditions; a block where none does (no P-matrix) goes to ``_solve_block``."""
     size = velocity_on.shape[1]
-    states = torch.cartesian_prod(*[torch.arange(3, device=matrix.device)] * size).reshape(-1, size)
-    free, off = states == 0, states == 2
+    free, off, identity = _block_states(size, matrix.dtype, matrix.device)
     # free rows: (matrix β)_k = −v_k; on/off rows: β_k = 0/1
-    system = torch.where(free[None, :, :, None], matrix[:, None], torch.eye(size, dtype=matrix.dtype, device=matrix.device))
+    system = torch.where(free[None, :, :, None], matrix[:, None], identity)
     rhs = torch.where(free[None], -velocity_on[:, None, :], off[None].to(matrix.dtype))
     beta, singular = torch.linalg.solve_ex(system, rhs)
     velocity = velocity_on[:, None, :] + (matrix[:, None] @ beta[..., None]).squeeze(-1)

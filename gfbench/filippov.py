@@ -587,7 +587,7 @@ class FilippovSwitching:
         pairs = self.gates.numel()
         crossed, exits = fired[fired < pairs], fired[fired >= pairs] - pairs
         if len(crossed) == 0:
-            self._release(exits, dense.end)
+            self._release(exits, dense.end, self._field_at(dense.end))
             return StepStands()
         if not self.crossings_in_step:
             return crossed
@@ -599,30 +599,39 @@ class FilippovSwitching:
             self._release(exits, dense.end, at_end)
         return jumps
 
-    def _release(self, exits: torch.Tensor, theta: torch.Tensor, field: SlidingField | None = None) -> None:
+    def _release(self, exits: torch.Tensor, theta: torch.Tensor, field: SlidingField) -> None:
         """Take the sliding pairs numbered ``exits`` (among ``sliding``), whose continued α left
         [0, 1] by θ, off their surfaces, each gated on the side its α reached. ``field``: the field
-        at θ before any pass changed the gates (default: the cached one). The field at θ stays what
-        it is (the cache keeps it, unless a pass has since replaced it)."""
-        if field is None:
-            field = self._field_at(theta)
-        released = self.sliding[exits]
+        at θ before any pass changed the gates. The field at θ stays what it is (the cache keeps
+        it, unless a pass has since replaced it)."""
         keep = torch.ones(len(self.sliding), dtype=torch.bool, device=theta.device)
         keep[exits] = False
-        gates = (field.continued[exits] > 1).to(self.gates.dtype)
-        self.gates[released] = gates
-        self.sides[released] = 2 * gates - 1
-        self.is_sliding[released] = False
-        # a released pair sits within round-off of its surface: its event starts from 0 if on the wrong side
-        self.band[released] = torch.clamp(-self.sides[released] * self.problem.switching_values(theta, released), min=0)
-        sliding = self.sliding[keep]
-        if self._constant is not None and self._constant.sliding is self.sliding:
-            self._constant = self._constant.restricted(sliding, keep.nonzero().flatten())
-        self.sliding = sliding
-        self._blocks = None
+        released = self.sliding[exits]
+        gates = self.gates[self.sliding]
+        gates[exits] = (field.continued[exits] > 1).to(gates.dtype)
+        self._decide(self.sliding, gates, keep)
+        self.band[released] = self._wrong_side(theta, released)
         self.sliding_exits += len(released)
         if self._cached is not None and self._cached[1] is field:
             self._cached = (theta, field.kept(keep))
+
+    def _decide(self, pairs: torch.Tensor, gates: torch.Tensor, sliding: torch.Tensor) -> None:
+        """Gate ``pairs`` (every sliding pair among them) at ``gates``, with pairs[sliding] the new
+        sliding set; J_S, K and its blocks, where formed for ``pairs``, are cut down to it."""
+        self.gates[pairs] = gates
+        self.sides[pairs] = 2 * gates - 1
+        self.is_sliding[pairs] = sliding
+        kept = pairs[sliding]
+        if self._constant is not None and self._constant.sliding is pairs:
+            self._constant = self._constant.restricted(kept, sliding.nonzero().flatten())
+        self.sliding = kept
+        self._blocks = None
+
+    def _wrong_side(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """How far ``pairs`` sit on the wrong side of their surfaces at θ (0 where on the right one):
+        the band from which their event functions start, so that a pair just released within
+        round-off of its surface does not fire at once."""
+        return torch.clamp(-self.sides[pairs] * self.problem.switching_values(theta, pairs), min=0)
 
     def pass_crossings(self, dense, fired: torch.Tensor) -> StepJumps | None:
         """Switch the gated pairs ``fired`` at the end of a step of the gated flow whose ``DenseOutput`` is
@@ -761,19 +770,12 @@ class FilippovSwitching:
         kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
         self.crossings += int((~sliding & ~was_sliding).sum())
-        self.gates[candidates] = new_gates
-        self.sides[candidates] = 2 * new_gates - 1
-        self.sliding = candidates[sliding]
-        if self._constant is not None and self._constant.sliding is candidates:  # built by the solve above
-            self._constant = self._constant.restricted(self.sliding, sliding.nonzero().flatten())
-        self.is_sliding[candidates] = sliding
+        self._decide(candidates, new_gates, sliding)  # J_S, K and blocks were formed for them by the solve
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once, whether computed with
         # all pairs or with these few (``switching_values`` may round differently).
         self.band = torch.mul(self.sides, z).clamp_(max=0).neg_()
-        self.band[candidates] = torch.maximum(self.band[candidates], torch.clamp(
-            -self.sides[candidates] * self.problem.switching_values(theta, candidates), min=0))
-        self._blocks = None
+        self.band[candidates] = torch.maximum(self.band[candidates], self._wrong_side(theta, candidates))
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
         self._cached = None if kept_back.any() else (theta, field.kept(sliding))
 

@@ -572,8 +572,8 @@ def test_the_geometry_kept_across_a_switch_or_an_exit_is_the_new_sliding_sets(mo
             check_geometry(self, theta)
             checked["switch"] += 1
 
-    def release_and_check(self, exits, theta, field=None):
-        velocity = (field or self._field_at(theta)).velocity
+    def release_and_check(self, exits, theta, field):
+        velocity = field.velocity
         release(self, exits, theta, field)
         if len(self.sliding):
             check_geometry(self, theta)

@@ -372,6 +372,8 @@ class FilippovSwitching:
         #: crossings switched inside a step (``pass_crossings``), and the examples those passes
         #: evaluated (each a forward pass on one example; n of them cost about a gradient)
         self.passed_crossings = self.example_passes = 0
+        #: single-example backward passes that formed the sliding pairs' J_S (``_switching_jacobian``)
+        self.jacobian_passes = 0
         #: the pairs switched by the last ``pass_crossings``
         self._passed = torch.zeros(0, dtype=torch.long, device=theta0.device)
         #: whether the problem evaluates f_D on a subset of the examples (``Problem.gated_loss_of``)
@@ -440,16 +442,21 @@ class FilippovSwitching:
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """With D_S = α: F = −∇f_D(θ), ż_S = J_S F, J_S = ∂z_S/∂θ and ∂f_D/∂z_S (= α g); the
         problem's ``gated_gradient`` where it has one, else autograd through ``gated_loss``."""
-        gates = self._split(self._gates_with(sliding, alpha))
+        flat_gates = self._gates_with(sliding, alpha)
+        gates = self._split(flat_gates)
         closed_form = self.problem.gated_gradient(theta, gates, sliding)
+        graph = None
         with torch.enable_grad():
             if closed_form is None:
                 leaf, loss, switching = self._gated_graph(theta, gates)
-                gradient, *signals = torch.autograd.grad(loss, [leaf, *switching], retain_graph=len(sliding) > 0)
+                # J_S reuses this graph only where it cannot be taken on the sliding pairs' examples alone
+                graph = None if self._subsets else (leaf, switching)
+                gradient, *signals = torch.autograd.grad(loss, [leaf, *switching],
+                                                         retain_graph=len(sliding) > 0 and graph is not None)
                 signal = _flat(signals)[sliding]
             else:
                 self.field.n_evals += 1
-                (gradient, signal), leaf, switching = closed_form, None, None
+                gradient, signal = closed_form
             velocity = -gradient
             if len(sliding) == 0:  # ż_S and g_S are empty like S
                 return velocity, signal, None, signal
@@ -458,9 +465,7 @@ class FilippovSwitching:
             else:
                 jacobian = self.problem.switching_jacobian(theta, sliding)
             if jacobian is None:
-                if switching is None:
-                    leaf, _, switching = self._gated_graph(theta, gates)
-                jacobian = self._switching_jacobian(switching, leaf, sliding)
+                jacobian = self._switching_jacobian(theta, flat_gates, sliding, graph)
         # z linear in θ: J_S F = z_S(F), a few dot products instead of a product with J_S
         zdot = (self.problem.switching_values(velocity, sliding) if self.problem.switching_linear
                 else _times(jacobian, velocity))
@@ -519,12 +524,23 @@ class FilippovSwitching:
     def _split(self, gates: torch.Tensor) -> list[torch.Tensor]:
         return [gate.view(shape) for gate, shape in zip(torch.split(gates, self.sizes), self.shapes)]
 
-    def _switching_jacobian(self, switching: list[torch.Tensor], leaf: torch.Tensor, sliding: torch.Tensor) -> torch.Tensor:
-        """J_S = ∂z_S/∂θ (rows: the pairs ``sliding``), by one batched backward pass."""
-        selector = torch.zeros(len(sliding), self.gates.numel(), dtype=leaf.dtype, device=leaf.device)
-        selector[torch.arange(len(sliding)), sliding] = 1.0
-        outputs = [block.reshape(len(sliding), *shape)
-                   for block, shape in zip(torch.split(selector, self.sizes, dim=1), self.shapes)]
+    def _switching_jacobian(self, theta: torch.Tensor, gates: torch.Tensor, sliding: torch.Tensor,
+                            graph: tuple[torch.Tensor, list[torch.Tensor]] | None) -> torch.Tensor:
+        """J_S = ∂z_S/∂θ (rows: the pairs ``sliding``) with the flat ``gates``, by one batched backward
+        pass. z_k depends on its own example alone, so where the problem evaluates a subset of the
+        examples (``Problem.gated_loss_of``) the pass runs through the examples of S: s rows cost
+        s·|E| single-example backward passes (counted in ``jacobian_passes``) instead of s
+        gradients. Otherwise through ``graph`` = (θ as a leaf, z on all examples)."""
+        examples, local = self._examples_of(sliding)
+        if graph is None:
+            leaf, _, switching = self._gated_on(theta, gates, examples)
+        else:
+            leaf, switching = graph
+        self.jacobian_passes += len(sliding) * len(switching[0])
+        selector = torch.zeros(len(sliding), sum(z.numel() for z in switching), dtype=leaf.dtype, device=leaf.device)
+        selector[torch.arange(len(sliding)), local] = 1.0
+        outputs = [block.reshape(len(sliding), *z.shape)
+                   for block, z in zip(torch.split(selector, [z.numel() for z in switching], dim=1), switching)]
         (jacobian,) = torch.autograd.grad(switching, leaf, grad_outputs=outputs, is_grads_batched=True)
         return jacobian
 
@@ -782,4 +798,4 @@ class FilippovSwitching:
     def stats(self) -> dict:
         return {"n_crossings": self.crossings, "n_sliding_entries": self.sliding_entries,
                 "n_sliding_exits": self.sliding_exits, "n_crossings_in_step": self.passed_crossings,
-                "n_crossing_example_passes": self.example_passes}
+                "n_crossing_example_passes": self.example_passes, "n_jacobian_example_passes": self.jacobian_passes}

@@ -379,6 +379,28 @@ def _hand_written_field(problem, theta, pairs, switching, alpha):
     return -gradient, gated
 
 
+def _pair_values(problem, theta, gated, pairs):
+    """z at ``pairs`` (layer, example, unit) of the hand-written network with the gates ``gated``."""
+    first, second, _ = _plain_mlp(problem, theta, gated)
+    return torch.stack([(first, second)[layer][example, unit] for layer, example, unit in pairs])
+
+
+@requires_mnist
+def test_sliding_jacobian_through_the_pairs_examples_is_the_whole_networks(mnist_env):
+    """J_S formed on the sliding pairs' examples alone (rows of both layers; the first layer's
+    sliding gates at α ∈ (0, 1), on which the second layer's rows depend) against autograd's dense
+    Jacobian of the hand-written network's z on all examples; its cost counted as rows × examples."""
+    problem = gfbench.get_problem("mlp", **SMALL_RELU_MLP)
+    theta, pairs, sliding, switching = _two_layers_sliding(problem)
+    alpha = torch.tensor([0.3, 0.8, 0.6, 0.1], dtype=theta.dtype)
+    _, gated = _hand_written_field(problem, theta, pairs, switching, alpha)
+    expected = torch.autograd.functional.jacobian(lambda point: _pair_values(problem, point, gated, pairs), theta)
+    jacobian = switching._switching_jacobian(theta, switching._gates_with(sliding, alpha), sliding, None)
+    assert torch.allclose(jacobian, expected, rtol=1e-12, atol=1e-15)
+    assert switching.jacobian_passes == 4 * 3  # examples 1, 2 and 3
+    assert switching.field.n_evals == 0
+
+
 @requires_mnist
 def test_equivalent_control_across_two_layers_against_a_hand_written_network(mnist_env):
     """Pairs of both hidden layers put on their surfaces (by the biases): the returned α solves the
@@ -393,8 +415,7 @@ def test_equivalent_control_across_two_layers_against_a_hand_written_network(mni
     assert torch.allclose(velocity, expected, rtol=1e-10, atol=1e-13)
 
     def pair_values(point):
-        first, second, _ = _plain_mlp(problem, point, gated)
-        return torch.stack([(first, second)[layer][example, unit] for layer, example, unit in pairs])
+        return _pair_values(problem, point, gated, pairs)
 
     epsilon = 1e-6
     zdot = (pair_values(theta + epsilon * velocity) - pair_values(theta - epsilon * velocity)) / (2 * epsilon)

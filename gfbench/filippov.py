@@ -126,30 +126,89 @@ def _grouped(labels: np.ndarray, device: torch.device) -> CoupledBlocks:
                           for size in np.unique(size_of[size_of > 1])])
 
 
-def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor, blocks: CoupledBlocks | None = None
-                       ) -> torch.Tensor:
+class BlockDiagonal(NamedTuple):
+    """A square matrix whose nonzero entries lie inside the blocks of ``blocks``: the diagonal entries
+    of the pairs alone (``single``) and one (B, s, s) tensor per entry of ``blocks.groups``. Its
+    products and its complementarity solve cost O(Σ block size²), not O(n²): ntk's K = J_S J_Sᵀ
+    couples only the pairs of one hidden unit, and hundreds of pairs slide at once on wide nets."""
+
+    blocks: CoupledBlocks
+    single: torch.Tensor
+    groups: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, matrix: torch.Tensor, blocks: CoupledBlocks) -> BlockDiagonal:
+        """The blocks of a dense or sparse COO ``matrix`` that ``blocks`` separates."""
+        if not matrix.is_sparse:
+            return cls(blocks, matrix[blocks.single, blocks.single],
+                       [matrix[group[:, :, None], group[:, None, :]] for group in blocks.groups])
+        matrix = matrix.coalesce()
+        (rows, columns), values = matrix.indices(), matrix.values()
+        # each pair's place: the entry of ``groups`` holding it (−1: alone), its block there, its slot in that block
+        group_of = torch.full((len(matrix),), -1, dtype=torch.long, device=rows.device)
+        block_of, slot_of = torch.zeros_like(group_of), torch.zeros_like(group_of)
+        for number, group in enumerate(blocks.groups):
+            group_of[group] = number
+            block_of[group] = torch.arange(len(group), device=rows.device)[:, None].expand_as(group)
+            slot_of[group] = torch.arange(group.shape[1], device=rows.device).expand_as(group)
+        slot_of[blocks.single] = torch.arange(len(blocks.single), device=rows.device)
+        single = torch.zeros(len(blocks.single), dtype=values.dtype, device=values.device)
+        alone = group_of[rows] == -1  # only diagonal entries: the blocks separate the matrix
+        single[slot_of[rows[alone]]] = values[alone]
+        groups = []
+        for number, group in enumerate(blocks.groups):
+            inside = group_of[rows] == number
+            dense = torch.zeros(*group.shape, group.shape[1], dtype=values.dtype, device=values.device)
+            dense[block_of[rows[inside]], slot_of[rows[inside]], slot_of[columns[inside]]] = values[inside]
+            groups.append(dense)
+        return cls(blocks, single, groups)
+
+    def scaled(self, factors: torch.Tensor) -> BlockDiagonal:
+        """self diag(factors): column j times factors_j."""
+        return BlockDiagonal(self.blocks, self.single * factors[self.blocks.single],
+                             [dense * factors[group][:, None, :] for dense, group in zip(self.groups, self.blocks.groups)])
+
+    def __matmul__(self, vector: torch.Tensor) -> torch.Tensor:
+        product = torch.empty_like(vector)
+        product[self.blocks.single] = self.single * vector[self.blocks.single]
+        for dense, group in zip(self.groups, self.blocks.groups):
+            product[group] = (dense @ vector[group][..., None]).squeeze(-1)
+        return product
+
+    def diagonal(self) -> torch.Tensor:
+        diagonal = torch.empty(len(self.blocks.labels), dtype=self.single.dtype, device=self.single.device)
+        diagonal[self.blocks.single] = self.single
+        for dense, group in zip(self.groups, self.blocks.groups):
+            diagonal[group] = dense.diagonal(dim1=1, dim2=2)
+        return diagonal
+
+
+def equivalent_control(velocity_on: torch.Tensor, matrix: torch.Tensor | BlockDiagonal,
+                       blocks: CoupledBlocks | None = None) -> torch.Tensor:
     """α ∈ [0, 1]^s solving the box complementarity problem for ż(α) = ``velocity_on`` + ``matrix`` (1 − α):
     α_k ∈ (0, 1) and ż_k = 0, or α_k = 1 and ż_k ≥ 0, or α_k = 0 and ż_k ≤ 0 (module docstring;
     for one ReLU layer ``matrix`` = K diag(g)).
 
     Pairs couple only through nonzero entries of ``matrix`` (on ntk, pairs of one hidden unit), so
-    each block of ``blocks`` (default: ``coupled_blocks(matrix)``) is solved on its own: blocks of up
-    to ENUMERATED_BLOCK_SIZE pairs all at once by ``_solve_small_blocks``, larger ones by ``_solve_block``.
+    each block is solved on its own: blocks of up to ENUMERATED_BLOCK_SIZE pairs all at once by
+    ``_solve_small_blocks``, larger ones by ``_solve_block``. The blocks are a ``BlockDiagonal``
+    matrix's own, else ``blocks`` (default: ``coupled_blocks(matrix)``).
     """
+    if not isinstance(matrix, BlockDiagonal):
+        matrix = BlockDiagonal.of(matrix, coupled_blocks(matrix) if blocks is None else blocks)
     alpha = torch.empty_like(velocity_on)
-    blocks = coupled_blocks(matrix) if blocks is None else blocks
-    single = blocks.single
+    single = matrix.blocks.single
     # One pair alone: ż = v + m β; β = −v/m clipped to [0, 1] if it attracts (m > 0), else it
     # goes to the side its velocity points to.
-    v, m = velocity_on[single], matrix[single, single]
+    v, m = velocity_on[single], matrix.single
     beta = torch.where(m > 0, (-v / torch.where(m > 0, m, 1.0)).clamp(0, 1), (v < 0).to(v.dtype))
     alpha[single] = 1 - beta
-    for group in blocks.groups:
+    for group, dense in zip(matrix.blocks.groups, matrix.groups):
         if group.shape[1] <= ENUMERATED_BLOCK_SIZE:
-            alpha[group] = _solve_small_blocks(velocity_on[group], matrix[group[:, :, None], group[:, None, :]])
+            alpha[group] = _solve_small_blocks(velocity_on[group], dense)
         else:
-            for block in group:
-                alpha[block] = _solve_block(velocity_on[block], matrix[block][:, block])
+            for block, block_matrix in zip(group, dense):
+                alpha[block] = _solve_block(velocity_on[block], block_matrix)
     return alpha
 
 
@@ -278,19 +337,26 @@ def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tenso
 
 class _ConstantGeometry(NamedTuple):
     """What the equivalent control needs of a sliding set S and does not depend on θ when the
-    switching functions are linear: J_S, K = J_S J_Sᵀ and the coupled blocks of K."""
+    switching functions are linear: J_S, K = J_S J_Sᵀ (dense, or sparse COO where J_S is) and K by
+    the coupled blocks of K (``blocked``)."""
 
     sliding: torch.Tensor
     jacobian: torch.Tensor
     gram: torch.Tensor
-    blocks: CoupledBlocks
+    blocked: BlockDiagonal
+
+    @classmethod
+    def of(cls, sliding: torch.Tensor, jacobian: torch.Tensor, gram: torch.Tensor, blocks: CoupledBlocks
+           ) -> _ConstantGeometry:
+        return cls(sliding, jacobian, gram, BlockDiagonal.of(gram, blocks))
 
     def restricted(self, sliding: torch.Tensor, keep: torch.Tensor) -> _ConstantGeometry:
         """The geometry of ``sliding`` = self.sliding[keep]: J's rows, K's principal submatrix, the blocks cut down."""
         # coalesced once here: a sparse J's rows selected are not, and each product would coalesce them
         jacobian = self.jacobian.index_select(0, keep)
-        return _ConstantGeometry(sliding, jacobian.coalesce() if jacobian.is_sparse else jacobian,
-                                 self.gram[keep][:, keep], self.blocks.restricted(keep))
+        gram = self.gram.index_select(0, keep).index_select(1, keep)
+        return _ConstantGeometry.of(sliding, jacobian.coalesce() if jacobian.is_sparse else jacobian,
+                                    gram.coalesce() if gram.is_sparse else gram, self.blocked.blocks.restricted(keep))
 
 
 class SlidingField(NamedTuple):
@@ -361,6 +427,8 @@ class FilippovSwitching:
         self.sliding = torch.zeros(0, dtype=torch.long, device=theta0.device)
         self.is_sliding = torch.zeros(z.shape, dtype=torch.bool, device=theta0.device)
         self.band = torch.zeros_like(z)
+        #: the pairs whose band may be > 0 (a superset): the others' stays 0 at a switch
+        self._banded = torch.zeros(0, dtype=torch.long, device=theta0.device)
         #: (θ, the field there) at the last point evaluated
         self._cached: tuple[torch.Tensor, SlidingField] | None = None
         self._blocks: CoupledBlocks | None = None
@@ -399,7 +467,7 @@ class FilippovSwitching:
         order are returned, both within O(update²) of the solution). Raises SlidingSolveFailed
         when α has not settled after MAX_NEWTON steps.
         """
-        multilayer = self.layer_of[sliding].unique().numel() > 1
+        multilayer = len(self.sizes) > 1 and self.layer_of[sliding].unique().numel() > 1
         if guess is not None and multilayer:
             alpha = guess
         else:
@@ -407,10 +475,8 @@ class FilippovSwitching:
                 theta, sliding, torch.ones(len(sliding), dtype=theta.dtype, device=theta.device))
             if len(sliding) == 0:
                 return SlidingField(velocity, signal, signal)
-            gram, blocks = self._geometry(sliding, jacobian)
-            matrix = gram * signal[None, :]
-            alpha = (equivalent_control(zdot, matrix, blocks) if blocks is not None
-                     else self._control(zdot, matrix))
+            matrix = self._geometry(sliding, jacobian).scaled(signal)
+            alpha = equivalent_control(zdot, matrix)
             if not multilayer:
                 return SlidingField(_plus_transposed_times(velocity, jacobian, signal * (1 - alpha)), alpha,
                                     _continued(alpha, zdot + matrix @ (1 - alpha), matrix.diagonal()))
@@ -418,25 +484,20 @@ class FilippovSwitching:
         for _ in range(MAX_NEWTON):
             velocity, zdot, jacobian, scaled_signal = self._evaluate(theta, sliding, alpha)
             signal = self._signal_from(theta, sliding, alpha, scaled_signal)
-            slope = -self._geometry(sliding, jacobian)[0] * signal[None, :]
-            # in β' = 1 − α' the model is ż = [ż(α) + M(1 − α)] − M β', M = ``slope``
-            updated = self._control(zdot + slope @ (1 - alpha), -slope)
+            matrix = self._geometry(sliding, jacobian).scaled(signal)
+            # the model ż(α') = ż(α) − M (α' − α), M = K diag(g): in β' = 1 − α' it is [ż(α) − M(1 − α)] + M β'
+            updated = equivalent_control(zdot - matrix @ (1 - alpha), matrix)
             change = float((updated - alpha).abs().max())
             if change <= tolerance:
-                return SlidingField(velocity, alpha, _continued(alpha, zdot, -slope.diagonal()))
+                return SlidingField(velocity, alpha, _continued(alpha, zdot, matrix.diagonal()))
             if change ** 2 <= tolerance:
                 # Newton's update lands within O(change²) of the solution; the field moves with
                 # it to first order as in one layer, F(α') = F(α) + J_Sᵀ(g ⊙ (α − α')) + O(change²)
                 return SlidingField(_plus_transposed_times(velocity, jacobian, signal * (alpha - updated)), updated,
-                                    _continued(updated, zdot + slope @ (updated - alpha), -slope.diagonal()))
+                                    _continued(updated, zdot - matrix @ (updated - alpha), matrix.diagonal()))
             alpha = updated
         raise SlidingSolveFailed(f"the equivalent control of {len(sliding)} sliding pairs in several layers "
                                  f"did not settle in {MAX_NEWTON} Newton steps")
-
-    def _control(self, velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        """``equivalent_control``, reusing the coupled blocks of the previous solve while they still apply."""
-        self._blocks = coupled_blocks(matrix, self._blocks)
-        return equivalent_control(velocity_on, matrix, self._blocks)
 
     def _evaluate(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -471,18 +532,21 @@ class FilippovSwitching:
                 else _times(jacobian, velocity))
         return velocity, zdot, jacobian, signal
 
-    def _geometry(self, sliding: torch.Tensor, jacobian: torch.Tensor) -> tuple[torch.Tensor, CoupledBlocks | None]:
-        """(K = J_S J_Sᵀ, the coupled blocks of K or None). On linear switching functions
-        (``Problem.switching_linear``) J_S, K and the blocks of K do not depend on θ (a partition
-        that separates K separates K diag(g)), so they are kept while the sliding set is the same
-        tensor, until the next switch; otherwise K is formed afresh and the blocks left to ``_control``."""
+    def _geometry(self, sliding: torch.Tensor, jacobian: torch.Tensor) -> BlockDiagonal:
+        """K = J_S J_Sᵀ by its coupled blocks. On linear switching functions (``Problem.switching_linear``)
+        J_S, K and the blocks of K do not depend on θ (a partition that separates K separates
+        K diag(g)), so they are kept while the sliding set is the same tensor, until the next
+        switch, and K is formed sparse where J_S is (the blocks from its entries, without s² work);
+        otherwise K is formed afresh, and the blocks of the previous evaluation are kept while they
+        still separate it."""
         if not self.problem.switching_linear:
-            return _gram(jacobian), None
+            gram = _gram(jacobian)
+            self._blocks = coupled_blocks(gram, self._blocks)
+            return BlockDiagonal.of(gram, self._blocks)
         if self._constant is None or self._constant.sliding is not sliding:
-            gram = _gram(jacobian, dense=False)  # the blocks come from a sparse K's entries, without s² work
-            self._constant = _ConstantGeometry(sliding, jacobian, gram.to_dense() if gram.is_sparse else gram,
-                                               coupled_blocks(gram))
-        return self._constant.gram, self._constant.blocks
+            gram = _gram(jacobian, dense=False)
+            self._constant = _ConstantGeometry.of(sliding, jacobian, gram, coupled_blocks(gram))
+        return self._constant.blocked
 
     def _signal_from(self, theta: torch.Tensor, sliding: torch.Tensor, alpha: torch.Tensor,
                      scaled_signal: torch.Tensor) -> torch.Tensor:
@@ -564,12 +628,12 @@ class FilippovSwitching:
         if components is not None and components.max() < pairs:
             # the event search asks for a few pairs many times: only theirs are computed
             return self._signed(components, self.problem.switching_values(theta, components))
-        signed = torch.addcmul(self.band, self.sides, self._switching(theta))
-        signed[self.sliding] = float("inf")
-        if len(self.sliding) == 0:
-            return signed if components is None else signed[components]
-        alpha = self._field_at(theta).continued
-        values = torch.cat([signed, torch.minimum(alpha, 1 - alpha)])
+        values = torch.empty(pairs + len(self.sliding), dtype=self.band.dtype, device=self.band.device)
+        torch.addcmul(self.band, self.sides, self._switching(theta), out=values[:pairs])
+        if len(self.sliding):
+            values[self.sliding] = float("inf")
+            alpha = self._field_at(theta).continued
+            torch.minimum(alpha, 1 - alpha, out=values[pairs:])
         return values if components is None else values[components]
 
     def events_along(self, dense, components: torch.Tensor):
@@ -627,6 +691,7 @@ class FilippovSwitching:
         gates[exits] = (field.continued[exits] > 1).to(gates.dtype)
         self._decide(self.sliding, gates, keep)
         self.band[released] = self._wrong_side(theta, released)
+        self._banded = torch.cat([self._banded, released])
         self.sliding_exits += len(released)
         if self._cached is not None and self._cached[1] is field:
             self._cached = (theta, field.kept(keep))
@@ -789,9 +854,14 @@ class FilippovSwitching:
         self._decide(candidates, new_gates, sliding)  # J_S, K and blocks were formed for them by the solve
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once, whether computed with
-        # all pairs or with these few (``switching_values`` may round differently).
-        self.band = torch.mul(self.sides, z).clamp_(max=0).neg_()
+        # all pairs or with these few (``switching_values`` may round differently). Elsewhere the
+        # band shrinks to max(0, −s_k z_k): a pair that did not fire has s_k z_k + band_k ≥ 0, so
+        # only pairs banded before and the candidates can hold a band > 0.
+        banded = torch.cat([self._banded, candidates]).unique()
+        band = torch.mul(self.sides[banded], z[banded]).clamp_(max=0).neg_()
+        self.band[banded] = band
         self.band[candidates] = torch.maximum(self.band[candidates], self._wrong_side(theta, candidates))
+        self._banded = banded[self.band[banded] > 0]
         # With the gates at the solve's α the field is the one just computed: the restart reuses it.
         self._cached = None if kept_back.any() else (theta, field.kept(sliding))
 

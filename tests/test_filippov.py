@@ -500,6 +500,29 @@ def test_small_blocks_at_once_agree_with_pivoting():
     _box_complementarity_holds(alpha, velocity_on, gram, signal)
 
 
+def test_a_block_diagonal_matrix_is_its_dense_matrix():
+    """K held by its coupled blocks (formed from a sparse K's entries or a dense K): products, the
+    diagonal and the columns scaled against the dense K, and the same equivalent control."""
+    from gfbench.filippov import BlockDiagonal
+
+    generator = torch.Generator().manual_seed(3)
+    inputs = [torch.randn(s, 4, generator=generator, dtype=torch.float64) for s in (1, 3, 1, 2, 7, 1, 2, 5)]
+    gram = torch.block_diag(*[x @ x.T + 0.05 * torch.eye(len(x), dtype=torch.float64) for x in inputs])
+    permutation = torch.randperm(len(gram), generator=generator)
+    gram = gram[permutation][:, permutation]
+    signal = torch.rand(len(gram), generator=generator, dtype=torch.float64) + 0.1
+    vector = torch.randn(len(gram), generator=generator, dtype=torch.float64)
+    blocks = coupled_blocks(gram)
+    for source in (gram, gram.to_sparse()):
+        blocked = BlockDiagonal.of(source, blocks)
+        assert [tuple(dense.shape) for dense in blocked.groups] == [(2, 2, 2), (1, 3, 3), (1, 5, 5), (1, 7, 7)]
+        assert torch.allclose(blocked @ vector, gram @ vector, rtol=1e-14, atol=1e-15)
+        assert torch.equal(blocked.diagonal(), gram.diagonal())
+        scaled = blocked.scaled(signal)
+        assert torch.allclose(scaled @ vector, (gram * signal[None, :]) @ vector, rtol=1e-14, atol=1e-15)
+        assert torch.equal(equivalent_control(vector, scaled), equivalent_control(vector, gram * signal[None, :], blocks))
+
+
 def test_ntk_switching_jacobian_is_autograd_s():
     problem = gfbench.get_problem("ntk", width=7, n=5, input_dim=3)
     theta = problem.init(0)
@@ -580,10 +603,14 @@ def test_the_geometry_kept_across_a_switch_or_an_exit_is_the_new_sliding_sets(mo
         fresh = self.problem.switching_jacobian(theta, self.sliding)
         assert kept.sliding is self.sliding
         assert torch.equal(kept.jacobian.to_dense(), fresh.to_dense())
-        assert torch.allclose(kept.gram, _gram(fresh), rtol=1e-14, atol=0)
-        assert kept.blocks.separates(kept.gram)
-        assert torch.equal(kept.blocks.labels[:, None] == kept.blocks.labels[None, :],
+        assert torch.allclose(kept.gram.to_dense(), _gram(fresh), rtol=1e-14, atol=0)
+        blocks = kept.blocked.blocks
+        assert blocks.separates(_gram(fresh))
+        assert torch.equal(blocks.labels[:, None] == blocks.labels[None, :],
                            (lambda labels: labels[:, None] == labels[None, :])(coupled_blocks(_gram(fresh)).labels))
+        assert torch.allclose(kept.blocked.diagonal(), _gram(fresh).diagonal(), rtol=1e-14, atol=0)
+        vector = torch.randn(len(self.sliding), dtype=theta.dtype)
+        assert torch.allclose(kept.blocked @ vector, _gram(fresh) @ vector, rtol=1e-13, atol=1e-15)
 
     switch, release = FilippovSwitching.switch, FilippovSwitching._release
 

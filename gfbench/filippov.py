@@ -696,17 +696,23 @@ class FilippovSwitching:
         if self._cached is not None and self._cached[1] is field:
             self._cached = (theta, field.kept(keep))
 
-    def _decide(self, pairs: torch.Tensor, gates: torch.Tensor, sliding: torch.Tensor) -> None:
+    def _decide(self, pairs: torch.Tensor, gates: torch.Tensor, sliding: torch.Tensor,
+                previous: _ConstantGeometry | None = None) -> None:
         """Gate ``pairs`` (every sliding pair among them) at ``gates``, with pairs[sliding] the new
-        sliding set; J_S, K and its blocks, where formed for ``pairs``, are cut down to it."""
+        sliding set; J_S, K and its blocks, where formed for ``pairs``, are cut down to it, or
+        ``previous`` (the geometry of the sliding set before, whose pairs lead ``pairs``) is taken
+        back where the sliding set is the one before (every other pair crossed)."""
         self.gates[pairs] = gates
         self.sides[pairs] = 2 * gates - 1
         self.is_sliding[pairs] = sliding
         kept = pairs[sliding]
-        if self._constant is not None and self._constant.sliding is pairs:
+        if previous is not None and len(kept) == len(previous.sliding) and bool(sliding[:len(kept)].all()):
+            self._constant, kept = previous, previous.sliding
+        elif self._constant is not None and self._constant.sliding is pairs:
             self._constant = self._constant.restricted(kept, sliding.nonzero().flatten())
         self.sliding = kept
         self._blocks = None
+        self._gates_buffer = None  # it copied the gates before
 
     def _wrong_side(self, theta: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """How far ``pairs`` sit on the wrong side of their surfaces at θ (0 where on the right one):
@@ -838,6 +844,7 @@ class FilippovSwitching:
         signed[self.sliding] = float("inf")
         crossed = torch.cat([(signed < 0).nonzero().flatten(), fired[fired < pairs]]).unique()
         candidates = torch.cat([self.sliding, crossed])
+        previous = self._constant if self._constant is not None and self._constant.sliding is self.sliding else None
         field = self.field_with(theta, candidates)
         alpha = field.alpha
         sliding = (alpha > 0) & (alpha < 1)
@@ -851,7 +858,7 @@ class FilippovSwitching:
         kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
         self.crossings += int((~sliding & ~was_sliding).sum())
-        self._decide(candidates, new_gates, sliding)  # J_S, K and blocks were formed for them by the solve
+        self._decide(candidates, new_gates, sliding, previous)  # J_S, K and blocks were formed for them by the solve
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once, whether computed with
         # all pairs or with these few (``switching_values`` may round differently). Elsewhere the

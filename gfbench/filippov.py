@@ -169,6 +169,7 @@ class BlockDiagonal(NamedTuple):
                              [dense * factors[group][:, None, :] for dense, group in zip(self.groups, self.blocks.groups)])
 
     def __matmul__(self, vector: torch.Tensor) -> torch.Tensor:
+        """The matrix times ``vector``, block by block."""
         product = torch.empty_like(vector)
         product[self.blocks.single] = self.single * vector[self.blocks.single]
         for dense, group in zip(self.groups, self.blocks.groups):
@@ -176,6 +177,7 @@ class BlockDiagonal(NamedTuple):
         return product
 
     def diagonal(self) -> torch.Tensor:
+        """The diagonal entries, in the pairs' order."""
         diagonal = torch.empty(len(self.blocks.labels), dtype=self.single.dtype, device=self.single.device)
         diagonal[self.blocks.single] = self.single
         for dense, group in zip(self.groups, self.blocks.groups):

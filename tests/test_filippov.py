@@ -636,6 +636,36 @@ def test_the_geometry_kept_across_a_switch_or_an_exit_is_the_new_sliding_sets(mo
     assert checked["switch"] and checked["exit"] and run.attrs["n_crossings"] > 0
 
 
+def test_the_band_after_a_switch_is_max_of_zero_and_the_wrong_side_distance(monkeypatch):
+    """After each switch the band of every pair the switch did not re-decide is max(0, −s_k z_k) as
+    computed over all pairs (so 0: such a pair is on its right side), and a re-decided pair's band is
+    at least that; the switch updates only the pairs that can hold a band, so a band it failed to
+    clear (a pair banded at an earlier switch) fails here."""
+    from gfbench.filippov import FilippovSwitching
+
+    switch, decide = FilippovSwitching.switch, FilippovSwitching._decide
+    decided, checked = {}, {"banded": 0, "switches": 0}
+
+    def decide_and_note(self, pairs, gates, sliding, previous=None):
+        decided["pairs"] = pairs
+        decide(self, pairs, gates, sliding, previous)
+
+    def switch_and_check(self, theta, fired):
+        switch(self, theta, fired)
+        expected = torch.clamp(-self.sides * self._switching(theta), min=0)
+        others = torch.ones_like(self.is_sliding)
+        others[decided["pairs"]] = False
+        assert torch.equal(self.band[others], expected[others])
+        assert (self.band[decided["pairs"]] >= expected[decided["pairs"]]).all()
+        checked["banded"] += int((self.band > 0).sum())
+        checked["switches"] += 1
+
+    monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)
+    monkeypatch.setattr(FilippovSwitching, "_decide", decide_and_note)
+    gfbench.run(gfbench.get_problem("ntk", width=100), "gf", lr=1.0, steps=40, progress=False)
+    assert checked["switches"] > 20 and checked["banded"] > 0  # bands were set, and then cleared
+
+
 @requires_mnist
 def test_two_layer_sliding_settles_in_float32(mnist_env):
     """Newton's stopping rule allows for float32's round-off: with an absolute 1e-11 on α this

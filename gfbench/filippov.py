@@ -859,7 +859,13 @@ class FilippovSwitching:
         old_gates = self.gates[candidates]
         kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
-        self.crossings += int((~sliding & ~was_sliding).sum())
+        # A pair passed in the step before whose crossing lies beyond this point (the integration
+        # stopped at a record time first) goes back to its side: its pass is undone, not counted again.
+        crossed_now = ~sliding & ~was_sliding
+        undone = candidates[crossed_now & torch.isin(candidates, self._passed)]
+        self.crossings += int(crossed_now.sum()) - 2 * len(undone)
+        self.passed_crossings -= len(undone)
+        self._passed = self._passed[~torch.isin(self._passed, undone)]
         self._decide(candidates, new_gates, sliding, previous)  # J_S, K and blocks were formed for them by the solve
         # A pair just released may still sit a round-off on the wrong side of its surface: its
         # event function starts from 0 there instead of firing at once, whether computed with

@@ -27,7 +27,9 @@ class GF(FlowSolver):
     into a surface the flow slides on it with the ReLU derivative replaced by α_k ∈ [0, 1] chosen so
     that dz_k/dt = 0: the η → 0 limit of GD, which zig-zags across it (``gfbench.filippov`` for the
     maths and its limits). Piiroinen & Kuznetsov, ACM TOMS 34(3), 2008; Filippov (1988). The
-    dataset also records ``n_crossings``, ``n_sliding_entries`` and ``n_sliding_exits``.
+    dataset also records ``n_crossings``, ``n_sliding_entries``, ``n_sliding_exits`` and
+    ``n_jacobian_example_passes`` (single-example backward passes that formed ∂z_S/∂θ; n of them
+    cost about one gradient, which ``n_grad_evals`` does not count).
     ``kinks=jump_corrected``: as events, but a transversal crossing is not stopped at: at the end
     of the step over which z_k changed sign its gate switches and the state gets the jump the
     step missed, (t1 − τ_k) ΔF_k with ΔF_k = −(D'_k − D_k) g_k ∇z_k (τ_k on the dense output),

@@ -511,7 +511,7 @@ class FilippovSwitching:
         graph = None
         with torch.enable_grad():
             if closed_form is None:
-                leaf, loss, switching = self._gated_graph(theta, gates)
+                leaf, loss, switching = self._gated_on(theta, flat_gates, None)
                 # J_S reuses this graph only where it cannot be taken on the sliding pairs' examples alone
                 graph = None if self._subsets else (leaf, switching)
                 gradient, *signals = torch.autograd.grad(loss, [leaf, *switching],
@@ -562,19 +562,11 @@ class FilippovSwitching:
         for layer in layers[at_zero].unique().tolist():
             in_layer = layers == layer
             with torch.enable_grad():
-                gates = self._split(self._gates_with(sliding, torch.where(in_layer, 1.0, alpha)))
-                _, loss, switching = self._gated_graph(theta, gates)
+                _, loss, switching = self._gated_on(theta, self._gates_with(sliding, torch.where(in_layer, 1.0, alpha)),
+                                                    None)
                 grads = torch.autograd.grad(loss, switching)
             signal[in_layer] = _flat(grads)[sliding][in_layer]
         return signal
-
-    def _gated_graph(self, theta: torch.Tensor, gates: list[torch.Tensor]
-                     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """(θ as a leaf, f_D(θ), z(θ)) in autograd's graph; counts one gradient."""
-        leaf = theta.detach().requires_grad_(True)
-        loss, switching = self.problem.gated_loss(leaf, gates)
-        self.field.n_evals += 1
-        return leaf, loss, switching
 
     def _gates_with(self, sliding: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """The gates with D_S = α: the gates themselves when S is empty, else a copy kept while S

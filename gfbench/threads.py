@@ -27,8 +27,12 @@ THREADS = Setting("threads", int, None, "torch threads of the run (auto: 1 for a
                   "cores; or $GFBENCH_THREADS)", bounds=AT_LEAST_ONE)
 THREADS_ENV = "GFBENCH_THREADS"
 #: CPU seconds of one gradient on one thread from which a run takes more than one thread: below it
-#: a second thread does not pay even on an idle core (README, "Threads").
-PARALLEL_GRADIENT_S = 1e-3
+#: a second thread does not pay even on an idle core (README, "Threads"). Set well above the
+#: small problems' 0.2–0.6 ms, which a slower or busier machine can double.
+PARALLEL_GRADIENT_S = 2e-3
+#: Timed evaluations in ``gradient_seconds``; their least is taken, so one interrupted evaluation
+#: does not decide the count.
+GRADIENT_TIMINGS = 3
 
 #: The kernel's load figures; the fourth field is "running/total" threads at the moment of reading.
 LOADAVG = Path("/proc/loadavg")
@@ -77,17 +81,21 @@ def requested_threads(threads: int | None = None) -> int | None:
 
 
 def gradient_seconds(problem, theta: torch.Tensor) -> float:
-    """CPU seconds of one evaluation of f and ∇f at θ on one torch thread, after one that warms up.
+    """CPU seconds of one evaluation of f and ∇f at θ on one torch thread: the least of
+    ``GRADIENT_TIMINGS`` evaluations after one that warms up.
 
     The calling thread's CPU time, so time the machine gives to other processes meanwhile does not
-    count. Costs two gradients.
+    count. Costs ``GRADIENT_TIMINGS`` + 1 gradients.
     """
     field = GradientField(problem)
     with torch_threads(1):
         field.evaluate(theta.clone())
-        started = time.thread_time()
-        field.evaluate(theta.clone())
-        return time.thread_time() - started
+        timings = []
+        for _ in range(GRADIENT_TIMINGS):
+            started = time.thread_time()
+            field.evaluate(theta.clone())
+            timings.append(time.thread_time() - started)
+        return min(timings)
 
 
 def automatic_threads(problem, theta: torch.Tensor) -> int:

@@ -75,4 +75,6 @@ def test_cli_threads_flag_and_variable_reach_the_dataset(run_cli, tmp_path, clea
     assert run_cli(*common, "--threads", "2", "--out", "a.nc").returncode == 0
     assert run_cli(*common, "--out", "b.nc", env={threads.THREADS_ENV: "2"}).returncode == 0
     assert run_cli(*common, "--out", "c.nc").returncode == 0
-    assert [gfbench.load(tmp_path / f"{name}.nc").attrs["torch_threads"] for name in "abc"] == [2, 2, 1]
+    assert [gfbench.load(tmp_path / f"{name}.nc").attrs["torch_threads"] for name in "ab"] == [2, 2]
+    # neither asked: the automatic rule, whose choice rests on a timing (tested above with the timing fixed)
+    assert 1 <= gfbench.load(tmp_path / "c.nc").attrs["torch_threads"] <= threads.usable_cores()

@@ -778,7 +778,9 @@ class FilippovSwitching:
         entering = driven_across & (direction * jvp(velocity + vjp(jumps.jumps)) <= 0)
         if entering.any():
             jumps.stop = float(times[entering].min())
-            jumps.entering = fired[entering]
+            # only the first to enter: a later one has not reached its surface at the stop, and
+            # its event is found again in the steps from there
+            jumps.entering = fired[entering & (times == jumps.stop)]
             before = times < jumps.stop
             if not before.any():
                 return None

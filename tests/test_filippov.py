@@ -244,6 +244,32 @@ def test_jump_corrected_ntk_flow_converges_to_the_located_flow():
     assert errors[1] < 0.01 * np.linalg.norm(gd - located)
 
 
+def test_pairs_enter_sliding_only_on_their_surfaces(monkeypatch):
+    """With crossings passed inside long steps (dopri5), a step may find several pairs entering
+    sliding; the integration stops at the first one's crossing, and only the pairs at their surfaces
+    there may join the sliding set (one not yet at its surface, held there by the equivalent
+    control, would stay off its surface and steer the flow wrong: before this was so, 3.6e-4 of
+    max |z|, and the flow drifted from the located one at a constant rate)."""
+    from gfbench.filippov import FilippovSwitching
+
+    switch, offsets = FilippovSwitching.switch, []
+
+    def switch_and_check(self, theta, fired):
+        switch(self, theta, fired)
+        z = self._switching(theta)
+        if len(self.sliding):
+            offsets.append(float(z[self.sliding].abs().max() / z.abs().max()))
+
+    monkeypatch.setattr(FilippovSwitching, "switch", switch_and_check)
+    problem, lr, steps = gfbench.get_problem("ntk", width=4096), 0.02, 50
+    passed = gfbench.run(problem, gfbench.get_solver("gf", kinks="jump_corrected", method="dopri5"), lr=lr,
+                         steps=steps, progress=False)
+    located = gfbench.run(problem, gfbench.get_solver("gf", kinks="events", method="dopri5"), lr=lr, steps=steps,
+                          progress=False)
+    assert offsets and max(offsets) < 1e-8
+    assert passed.attrs["n_sliding_entries"] == located.attrs["n_sliding_entries"]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_cubic_root_is_the_root_of_the_interpolating_cubic(seed):
     generator = torch.Generator().manual_seed(seed)

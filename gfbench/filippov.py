@@ -770,14 +770,20 @@ class FilippovSwitching:
         alpha = self._field_at(dense.end).alpha if len(self.sliding) else None
         gates = self._gates_with(self.sliding, alpha).clone()
         steps = torch.linspace(0, 1, 4, dtype=gates.dtype, device=gates.device)
-        samples = torch.stack([_flat(self._gated_on(dense(dense.t0 + float(x) * (dense.t1 - dense.t0)),
-                                                    gates, examples, graph=False)[2])[local] for x in steps])
+        node_times = [dense.t0 + float(x) * (dense.t1 - dense.t0) for x in steps]
+        states = [dense(time) for time in node_times]
+        if self.problem.switching_linear:  # z_C along the step from its polynomial: a few dot products
+            along = dense.map(lambda coefficient: self.problem.switching_values(coefficient, fired))
+            samples = torch.stack([along(time) for time in node_times])
+        else:
+            samples = torch.stack([_flat(self._gated_on(state, gates, examples, graph=False)[2])[local]
+                                   for state in states])
         fraction = _cubic_root(steps, samples)
         direction = 1 - 2 * gates[fired]
         gates[fired] = 1.0
         signals = []
-        for x in steps:
-            at_one = self._gated_on(dense(dense.t0 + float(x) * (dense.t1 - dense.t0)), gates, examples)
+        for state in states:
+            at_one = self._gated_on(state, gates, examples)
             with torch.enable_grad():
                 signals.append(_flat(torch.autograd.grad(at_one[1], at_one[2]))[local])
         # ∇z_k on the new side: a deeper pair's depends on the new gates of shallower ones
@@ -793,6 +799,8 @@ class FilippovSwitching:
             return product
 
         def jvp(tangent: torch.Tensor) -> torch.Tensor:  # J tangent, as the derivative of Jᵀw in w
+            if self.problem.switching_linear:
+                return self.problem.switching_values(tangent, fired)
             with torch.enable_grad():
                 weights = torch.zeros(sum(z.numel() for z in switching), dtype=tangent.dtype, device=tangent.device,
                                       requires_grad=True)
@@ -813,9 +821,10 @@ class FilippovSwitching:
         # An entry into sliding (the field drives z_k across its surface, and back on the new
         # side) is decided by ``switch``: the crossings before the first one are passed and the
         # integration stops there; where none comes before it, the event is located.
-        velocity = dense.end_derivative()
-        driven_across = direction * jvp(velocity) > 0
-        entering = driven_across & (direction * jvp(velocity + displaced(jumps.end_rates)) <= 0)
+        # ż_C at the step end on the old side (J F there; along's derivative where z is linear)
+        rates = along.end_derivative() if self.problem.switching_linear else jvp(dense.end_derivative())
+        driven_across = direction * rates > 0
+        entering = driven_across & (direction * (rates + jvp(displaced(jumps.end_rates))) <= 0)
         if entering.any():
             jumps.stop = float(times[entering].min())
             # only the first to enter: a later one has not reached its surface at the stop, and

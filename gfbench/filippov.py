@@ -937,8 +937,9 @@ class FilippovSwitching:
         old_gates = self.gates[candidates]
         kept_back = ~sliding & ~was_sliding & (alpha.round() == old_gates)
         new_gates = torch.where(sliding, old_gates, torch.where(kept_back, 1 - old_gates, alpha.round()))
-        # A pair passed in the step before whose crossing lies beyond this point (the integration
-        # stopped at a record time first) goes back to its side: its pass is undone, not counted again.
+        # A pair passed in the step before that this point finds on its old side (its crossing
+        # lies beyond it, or rounding put the crossing's root and the state apart) goes back to
+        # that side: its pass is undone, not counted again.
         crossed_now = ~sliding & ~was_sliding
         undone = candidates[crossed_now & torch.isin(candidates, self._passed)]
         self.crossings += int(crossed_now.sum()) - 2 * len(undone)

@@ -265,8 +265,8 @@ class AdaptiveRungeKutta:
         then goes on from the corrected step end, with the derivative evaluated there afresh,
         without stopping (``displacement`` None: the step stands as taken, its end derivative
         too, for events at which the right-hand side is continuous); or, where its ``stop`` is a
-        time, stops there (or at t, if sooner) as at an event, with its ``entering`` as the
-        components that fired (none at t). Returns
+        time, stops there as at an event, with its ``entering`` as the components that fired
+        (a t before the stop is reached on the way, on the same step, without an event). Returns
         (time reached, y there, the components negative there, by that function, or None when no
         event stopped the integration). A component that changes sign and back within one step is
         not seen. Not to be mixed with ``advance``; ``restart`` continues after an event.
@@ -296,16 +296,16 @@ class AdaptiveRungeKutta:
                         if when <= t:
                             self._now = when
                             return when, dense(when), fired[along(when) < 0]
-                    elif passed.stop is not None:  # the events before passed.stop taken, stop there
-                        when = min(passed.stop, t)
-                        self._now = when
-                        return when, dense(when) + passed.displacement(when), (
-                            passed.entering if when == passed.stop else passed.entering[:0])
                     else:
                         self._passed_step = (step_end, passed)
-                        if passed.displacement is not None:
+                        if passed.displacement is not None and passed.stop is None:
                             end = state.y1 + passed.displacement(step_end)
                             self._solver.rk_state = state = state._replace(y1=end, f1=self._solver.func(state.t1, end))
+            if step_end > self._now and passed is not None and passed.stop is not None:
+                # the events before passed.stop taken: stop there, reporting the times before it on the way
+                when = min(passed.stop, t)
+                self._now = when
+                return when, dense(when) + passed.displacement(when), passed.entering if when == passed.stop else None
             if step_end > self._now:
                 if t <= step_end:
                     self._now = t

@@ -244,6 +244,18 @@ def test_jump_corrected_ntk_flow_converges_to_the_located_flow():
     assert errors[1] < 0.01 * np.linalg.norm(gd - located)
 
 
+def test_record_times_inside_a_step_that_stops_at_an_entry_do_not_restart_it():
+    """A step whose passed crossings end at an entry into sliding is followed to that entry through
+    the record times inside it: recording at every step takes the same steps to the same θ as
+    recording once (before, each such record time restarted the integration: 189 steps against 186)."""
+    problem, solver = gfbench.get_problem("ntk", width=1000), gfbench.get_solver("gf", kinks="jump_corrected")
+    every, once = (gfbench.run(problem, solver, lr=0.5, steps=40, record_every=r, progress=False, save_params=True)
+                   for r in (1, 40))
+    assert every.attrs["n_sliding_entries"] > 0 and every.attrs["n_crossings_in_step"] > 0
+    assert every.attrs["n_steps_accepted"] == once.attrs["n_steps_accepted"]
+    np.testing.assert_allclose(every.theta.values[-1], once.theta.values[-1], rtol=0, atol=1e-12)
+
+
 def test_pairs_enter_sliding_only_on_their_surfaces(monkeypatch):
     """With crossings passed inside long steps (dopri5), a step may find several pairs entering
     sliding; the integration stops at the first one's crossing, and only the pairs at their surfaces

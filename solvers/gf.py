@@ -32,9 +32,10 @@ class GF(FlowSolver):
     cost about one gradient, which ``n_grad_evals`` does not count).
     ``kinks=jump_corrected``: as events, but a transversal crossing is not stopped at: at the end
     of the step over which z_k changed sign its gate switches and the state gets the jump the
-    step missed, (t1 − τ_k) ΔF_k with ΔF_k = −(D'_k − D_k) g_k ∇z_k (τ_k on the dense output),
-    computed on the crossing examples alone (``Problem.gated_loss_of``); local error O(h²)|ΔF_k|
-    per crossing instead of a restart each, for many examples crossing by the thousand. Entries
+    step missed, ∫_{τ_k}^{t1} ΔF_k with ΔF_k = −(D'_k − D_k) g_k ∇z_k (τ_k and g_k along the step
+    from the dense output), projected so that the sliding pairs stay on their surfaces, computed
+    on the crossing examples alone (``Problem.gated_loss_of``); local error O(h²)|ΔF_k| per
+    crossing instead of a restart each, for wide or many-example nets crossing by the thousand. Entries
     into sliding (the field beyond the surface points back) still stop the integration and are
     decided as with events; ``n_crossings_in_step`` counts the crossings passed.
     ``kinks=step_control``: −∇f is integrated as if smooth and the step control alone resolves each

@@ -759,11 +759,11 @@ class FilippovSwitching:
         (D'_k − D_k) z_k ∇g_k besides) and O(h²) |∂∇z_k/∂t| |g_k| for a pair below the first layer,
         where a Runge–Kutta step across the kink errs by O(h) |ΔF_k|. On small nets these are not
         small: with 5 examples (mlp 784-8-8-2, relu_fc) passing errs 2–13 % of the GD–flow gap where
-        locating the events errs far less for fewer gradients (README). With g_k taken at the step end instead, its change over the step
-        erred O(h²) |dg_k/dt| per crossing, on ntk (width 4096, dopri5, t ≤ 5) 1000 times the error
-        left now. A pair that crosses and crosses back within one step goes unseen, as with event
-        location. While other pairs slide, ΔF_k leaves out the response of their α to the crossing
-        (a first-order error along J_S).
+        locating the events errs far less for fewer gradients (README). With g_k taken at the step
+        end instead, its change over the step erred O(h²) |dg_k/dt| per crossing, on ntk (width
+        4096, dopri5, t ≤ 5) 1000 times the error left now. A pair that crosses and crosses back
+        within one step goes unseen, as with event location. While other pairs slide, the jumps are
+        projected so that they stay on their surfaces (``_onto_sliding_surfaces``).
         """
         passed_before, self._passed = self._passed, fired.new_empty(0)
         if len(passed_before) and torch.isin(fired, passed_before).any():

@@ -244,6 +244,28 @@ def test_jump_corrected_ntk_flow_converges_to_the_located_flow():
     assert errors[1] < 0.01 * np.linalg.norm(gd - located)
 
 
+def test_passed_jumps_keep_the_sliding_pairs_on_their_surfaces(monkeypatch):
+    """A crossing passed in a step while pairs of its unit slide changes their ż, which their α
+    answers (Filippov's field keeps them on their surfaces): the passed jump is projected so that
+    it does. At every switch the pairs sliding until then sit on their surfaces (without the
+    projection 4.7e-6 of max |z| here: they were pushed off and then held there)."""
+    from gfbench.filippov import FilippovSwitching
+
+    switch, offsets = FilippovSwitching.switch, []
+
+    def check_and_switch(self, theta, fired):
+        if len(self.sliding):
+            z = self._switching(theta)
+            offsets.append(float(z[self.sliding].abs().max() / z.abs().max()))
+        switch(self, theta, fired)
+
+    monkeypatch.setattr(FilippovSwitching, "switch", check_and_switch)
+    run = gfbench.run(gfbench.get_problem("ntk", width=1000), gfbench.get_solver("gf", kinks="jump_corrected"),
+                      lr=1.0, steps=30, progress=False)
+    assert run.attrs["n_crossings_in_step"] > 0 and len(offsets) > 20
+    assert max(offsets) < 1e-7
+
+
 def test_record_times_inside_a_step_that_stops_at_an_entry_do_not_restart_it():
     """A step whose passed crossings end at an entry into sliding is followed to that entry through
     the record times inside it: recording at every step takes the same steps to the same θ as

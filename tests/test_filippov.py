@@ -214,10 +214,12 @@ def gd_gaps_to_the_flow(problem, flow, lr: float, steps: int, rates=(1, 2, 4, 8)
     return gaps, np.polyfit(np.log(rates), np.log(gaps), 1)[0]
 
 
-def test_ntk_flow_is_fast_and_gd_converges_to_it_like_lr():
-    """ntk width 100, n 20, lr 0.01 to t = 2: GD at lr/r approaches the flow at rate ~1/r."""
+@pytest.mark.parametrize("solver", [FILIPPOV, "gf"], ids=["events", "default"])
+def test_ntk_flow_is_fast_and_gd_converges_to_it_like_lr(solver):
+    """ntk width 100, n 20, lr 0.01 to t = 2: GD at lr/r approaches the flow at rate ~1/r, with every
+    event located and at gf's default for ntk (crossings passed inside the steps)."""
     problem = gfbench.get_problem("ntk", width=100, n=20)
-    flow = gfbench.run(problem, FILIPPOV, lr=0.01, steps=200, progress=False, save_params=True)
+    flow = gfbench.run(problem, solver, lr=0.01, steps=200, progress=False, save_params=True)
     assert flow.attrs["status"] == "completed"
     assert flow.attrs["n_sliding_entries"] > 0  # the run does exercise sliding
     assert np.all(flow.loss.values <= flow.loss_bound_measured.values * (1 + 1e-6))

@@ -82,10 +82,11 @@ class ReluFC(FullyConnected):
     name = "relu_fc"
     activation = nn.ReLU
     # Measured to t = 1 (1000 examples, lr 0.001; README, ReLU kinks): Filippov's flow with the
-    # crossings passed inside bosh3's steps at rtol 1e-10 errs ≤ 1.2 % of the GD–GF gap against
-    # GD's Richardson extrapolation (itself ~1 % off; 0.5 % at t = 0.1 against dopri5 at 1e-10)
-    # for 6,093 gradients; at 2e-10, ≤ 1.7 % for 5,170. Kinks left to the step control, a low
-    # order pays (adaptive_heun at 1e-7: ≤ 1.7 % for 12,613; dopri5 at 1e-8: 2.7 % for 25,650).
+    # crossings passed inside bosh3's steps at rtol 1e-10 errs ≤ 1.03 % of the GD–GF gap against
+    # GD's Richardson extrapolation (itself ~1 % off; 0.46 % at t = 0.1 against dopri5 at 1e-10)
+    # for 6,101 gradients. Kinks left to the step control, a low order pays (adaptive_heun at
+    # 1e-7: ≤ 1.7 % for 12,613; dopri5 at 1e-8: 2.7 % for 25,650). With few examples (5) locating
+    # every event is cheaper and more accurate (README).
     # float32, not measured, keeps the step control.
     flow_kinks = "jump_corrected"
     flow_defaults_by_kinks = {"jump_corrected": ("bosh3", {torch.float64: (1e-10, 1e-12)})}

@@ -25,7 +25,8 @@ from .recording import Recorder, RecordPoint, Variable
 #: relu_fc (n_train 1000) to T = 1 crosses ~30,000 kinks, and GF takes 3,900 evaluations at
 #: rtol 1e-7, 25,600 at 1e-8, several times more again at the generic 1e-9. At 1e-8 the GF
 #: reference moves by 1.8e-4 from its 1e-7 value, against a GD–GF gap of 2.0e-3 at η0 = 0.001.
-#: relu_fc itself now has its own (bosh3, measured); cnn and mlp with relu keep these.
+#: relu_fc and cnn now have their own (bosh3, kinks passed, measured); cnn with the kinks left to the
+#: step control, and mlp with relu, keep these.
 RELU_FLOW_TOLERANCES = {torch.float64: (1e-8, 1e-10)}
 
 CLASSIFIER_PARAMETERS = (

@@ -85,10 +85,20 @@ class ReluFC(FullyConnected):
     # crossings passed inside bosh3's steps at rtol 1e-10 errs ≤ 1.03 % of the GD–GF gap against
     # GD's Richardson extrapolation (itself ~1 % off; 0.46 % at t = 0.1 against dopri5 at 1e-10)
     # for 6,101 gradients. Kinks left to the step control, a low order pays (adaptive_heun at
-    # 1e-7: ≤ 1.7 % for 12,613; dopri5 at 1e-8: 2.7 % for 25,650). With few examples (5) locating
-    # every event is cheaper and more accurate (README).
+    # 1e-7: ≤ 1.7 % for 12,613; dopri5 at 1e-8: 2.7 % for 25,650). With few examples locating
+    # every event (dopri5 at 1e-8) is cheaper or more accurate: to t = 0.5 with 5 examples 2,704
+    # gradients and 0.13 % against 5,506 and 2–3 %, with 10 examples 375 s and 0.01 % against
+    # 548 s (the sliding pairs' J_S in single-example passes) and 0.2 %; from 20 examples on the
+    # passes pay (to t = 0.2, 3,398 gradients against 10,734). README.
     # float32, not measured, keeps the step control.
-    flow_kinks = "jump_corrected"
-    flow_defaults_by_kinks = {"jump_corrected": ("bosh3", {torch.float64: (1e-10, 1e-12)})}
+    flow_defaults_by_kinks = {"jump_corrected": ("bosh3", {torch.float64: (1e-10, 1e-12)}),
+                              "events": ("dopri5", {torch.float64: (1e-8, 1e-10)})}
     flow_method = "adaptive_heun"
     flow_tolerances = {torch.float64: (1e-7, 1e-9)}
+    #: Up to this many training examples the flow locates every event by default (above).
+    FEW_EXAMPLES = 10
+
+    @property
+    def flow_kinks(self) -> str:
+        """events with at most ``FEW_EXAMPLES`` training examples, else jump_corrected (measured; above)."""
+        return "events" if self.params["n_train"] <= self.FEW_EXAMPLES else "jump_corrected"

@@ -144,6 +144,9 @@ def test_relu_crossings_need_relu_units(mnist_env):
     ("relu_fc", "gf", "float64", {}, ("bosh3", "jump_corrected", 1e-10, 1e-12)),
     # kinks left to the step control: the method and tolerances measured for that
     ("relu_fc", "gf", "float64", {"kinks": "step_control"}, ("adaptive_heun", "step_control", 1e-7, 1e-9)),
+    # with few examples every event located (measured cheaper or more accurate up to 10 examples)
+    ("relu_fc_few", "gf", "float64", {}, ("dopri5", "events", 1e-8, 1e-10)),
+    ("relu_fc_few", "gf", "float64", {"kinks": "jump_corrected"}, ("bosh3", "jump_corrected", 1e-10, 1e-12)),
     ("relu_fc", "igr", "float64", {}, ("adaptive_heun", None, 1e-7, 1e-9)),  # no kinks option: step control
     # cnn's own: passed crossings at a tighter tolerance (measured); with max-pooling, whose kinks
     # are no switching functions, or with a smooth activation the step control at the ReLU nets' tolerances
@@ -159,9 +162,12 @@ def test_relu_crossings_need_relu_units(mnist_env):
     ("linear_fc", "gf", "float64", {}, ("dopri5", "step_control", 1e-9, 1e-11)),  # smooth: the generic float64 default
 ])
 def test_flow_defaults_are_the_problems_for_the_kinks_treatment(mnist_env, name, solver, dtype, options, expected):
-    cnn_variants = {"cnn": {}, "cnn_lenet5": {"arch": "lenet5"}, "cnn_tanh": {"activation": "tanh"}}
-    problem = (gfbench.get_problem("cnn", n_train=5, **cnn_variants[name]) if name in cnn_variants
-               else gfbench.get_problem(name, n_train=5, hidden="4"))
+    variants = {"cnn": ("cnn", {"n_train": 5}), "cnn_lenet5": ("cnn", {"n_train": 5, "arch": "lenet5"}),
+                "cnn_tanh": ("cnn", {"n_train": 5, "activation": "tanh"}),
+                "relu_fc": ("relu_fc", {"n_train": 11, "hidden": "4"}), "relu_fc_few": ("relu_fc", {"n_train": 10, "hidden": "4"}),
+                "linear_fc": ("linear_fc", {"n_train": 5, "hidden": "4"})}
+    problem_name, params = variants[name]
+    problem = gfbench.get_problem(problem_name, **params)
     ds = gfbench.run(problem, gfbench.get_solver(solver, **options), lr=0.001, steps=2, dtype=dtype, progress=False)
     used = json.loads(ds.attrs["solver_options"])
     assert (used["method"], used.get("kinks"), used["rtol"], used["atol"]) == expected

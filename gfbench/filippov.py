@@ -307,6 +307,22 @@ def _plus_transposed_times(vector: torch.Tensor, matrix: torch.Tensor, weights: 
     return vector.index_add(0, columns, matrix.values() * weights[rows])
 
 
+def _solve_consistent(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """matrix⁻¹ rhs; where ``matrix`` is singular (sliding pairs whose ∇z coincide: a CNN's
+    pre-activations over identical patches of one image cross, and slide, together), the least-norm
+    solution of the system, which gives the same field as any other solution; raises
+    SlidingSolveFailed where the system has none."""
+    solution, info = torch.linalg.solve_ex(matrix, rhs)
+    if int(info) == 0 and bool(torch.isfinite(solution).all()):
+        return solution
+    solution = torch.linalg.pinv(matrix) @ rhs
+    scale = rhs.abs().max() + matrix.abs().max() * solution.abs().max()
+    if (matrix @ solution - rhs).abs().max() > 1e-9 * scale:
+        raise SlidingSolveFailed(f"no equivalent control: the equations of {len(rhs)} sliding pairs are "
+                                 "singular and inconsistent")
+    return solution
+
+
 def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """The box complementarity problem of ``equivalent_control`` for one coupled block.
 
@@ -326,7 +342,7 @@ def _solve_block(velocity_on: torch.Tensor, matrix: torch.Tensor) -> torch.Tenso
         free = state == free_state
         if free.any():
             rhs = -(velocity_on[free] + matrix[free][:, ~free] @ beta[~free])
-            beta[free] = torch.linalg.solve(matrix[free][:, free], rhs)
+            beta[free] = _solve_consistent(matrix[free][:, free], rhs)
         velocity = velocity_on + matrix @ beta
         on_wrong, off_wrong = (state == on_state) & (velocity < -slack), (state == off_state) & (velocity > slack)
         violated = (free & ((beta < 0) | (beta > 1))) | on_wrong | off_wrong
@@ -879,7 +895,7 @@ class FilippovSwitching:
             if not len(touched):
                 return jump
             rows = jacobian.index_select(0, touched)
-            response = torch.linalg.solve(_gram(rows.coalesce() if rows.is_sparse else rows), rates[touched])
+            response = _solve_consistent(_gram(rows.coalesce() if rows.is_sparse else rows), rates[touched])
             return _plus_transposed_times(jump, rows, -response)
 
         return project

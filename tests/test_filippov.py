@@ -774,3 +774,23 @@ def test_cnn_default_flow_follows_the_located_flow_and_estimates_its_error(mnist
     error = np.linalg.norm(default.theta.values[-1] - flow)
     assert error <= 0.01 * np.linalg.norm(gd.theta.values[-1] - flow)
     assert 0.5 * error <= float(default.flow_error_estimate.values[-1]) <= 2 * error
+
+
+@pytest.mark.parametrize("size", [3, 6])  # solved by enumeration (≤ 4 pairs), by pivoting (> 4)
+def test_pairs_with_the_same_switching_gradient_slide_together(size):
+    """Two sliding pairs with the same ∇z (a CNN's pre-activations over identical patches of one image)
+    make K singular: the equivalent control is then the least-norm one, which holds every pair on its
+    surface (ż = 0), instead of a failed solve (cnn with kinks=events stopped with a traceback)."""
+    from gfbench.filippov import equivalent_control
+
+    generator = torch.Generator().manual_seed(5)
+    jacobian = torch.randn(size, 10, generator=generator, dtype=torch.float64)
+    jacobian[1] = jacobian[0]
+    signals = 0.5 + torch.rand(size, generator=generator, dtype=torch.float64)
+    matrix = jacobian @ jacobian.T * signals
+    inside = 0.2 + 0.6 * torch.rand(size, generator=generator, dtype=torch.float64)
+    velocity_on = -matrix @ inside  # a sliding solution with every β in (0, 1) exists
+    alpha = equivalent_control(velocity_on, matrix)
+    assert ((alpha >= 0) & (alpha <= 1)).all()
+    velocity = velocity_on + matrix @ (1 - alpha)
+    assert velocity.abs().max() <= 1e-10 * velocity_on.abs().max()

@@ -16,6 +16,7 @@ import gfbench
 from gfbench import mnist
 from gfbench.cli import _raise_terminated, main
 from gfbench.dataset import atomic_write
+from signal_support import sigint_at_default
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,8 @@ def test_a_signal_during_a_long_run_keeps_the_prefix_and_leaves_no_temporary_fil
     with open(progress, "w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "gfbench.cli", "run", "--problem", "deep_linear",
                                     "--solver", "gd", "--steps", "2000000", "--record-every", "1000",
-                                    "--out", str(out)], cwd=tmp_path, stderr=stderr, text=True)
+                                    "--out", str(out)], cwd=tmp_path, stderr=stderr, text=True,
+                                   preexec_fn=sigint_at_default)
         try:
             deadline = time.monotonic() + 120
             # the progress bar appears once the run loop has run 2 s, well after the signal handlers are set

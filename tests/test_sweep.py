@@ -20,6 +20,7 @@ import gfbench  # noqa: E402
 from gfbench.cli import EXIT_MEMBERS_FAILED, EXIT_OK, EXIT_USAGE, main  # noqa: E402
 from gfbench.sweep import MANIFEST, load_sweep, member_path, plan_sweep, start_local_cluster, sweep  # noqa: E402
 from plugin_support import write_distribution  # noqa: E402
+from signal_support import sigint_at_default  # noqa: E402
 
 # A third-party problem, installed for these tests through the real entry-point mechanism (a
 # dist-info folder on sys.path and on the workers' PYTHONPATH): the quadratic, except that θ0 for
@@ -207,7 +208,7 @@ def test_missing_dask_names_the_extra(monkeypatch, tmp_path):
 def test_ctrl_c_keeps_finished_members_and_the_rerun_resumes(scheduler, tmp_path):
     argv = [sys.executable, "-m", "gfbench.cli", "sweep", "--problem", "deep_linear", "--solver", "gd",
             "--steps", "1500", "--seed", "0,1,2,3,4,5", "--scheduler", scheduler, "--out", str(tmp_path), "--quiet"]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_at_default)
     try:
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "members").glob("*.nc"))) < 2 and time.monotonic() < deadline:

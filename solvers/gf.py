@@ -37,7 +37,8 @@ class GF(FlowSolver):
     on the crossing examples alone (``Problem.gated_loss_of``); local error O(h²)|ΔF_k| per
     crossing instead of a restart each, for wide or many-example nets crossing by the thousand. Entries
     into sliding (the field beyond the surface points back) still stop the integration and are
-    decided as with events; ``n_crossings_in_step`` counts the crossings passed.
+    decided as with events; ``n_crossings_in_step`` counts the crossings passed, ``n_passes_declined``
+    the steps located instead because the state their pass landed on contradicted it.
     ``kinks=step_control``: −∇f is integrated as if smooth and the step control alone resolves each
     jump (its step collapses where the flow slides). Default: the problem's ``flow_kinks``. On a
     smooth problem both are the same integration: same steps, values and gradient counts.

@@ -77,7 +77,7 @@ NEWTON_EPS_FACTOR = 100
 #: a passed step is located instead where the state it lands on puts a crossed pair back on its old
 #: side, a pair crossing after the stop across already, or the pair entering sliding off its surface, by
 #: more than this share of the largest change in z over the step among the crossing pairs
-#: (``pass_crossings``; passes that err O(h²) stay within 0.1 % of it on relu_fc and cnn, the misjudged
+#: (``pass_crossings``; passes that err O(h²) stayed within 0.12 % of it on relu_fc and cnn, the misjudged
 #: passes on a 5-example mlp were off by 3–28 %)
 PASS_CONSISTENCY = 1e-2
 #: Newton steps for a crossing time on the cubic through four samples (quadratic convergence from the secant root).

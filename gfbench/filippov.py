@@ -878,7 +878,7 @@ class FilippovSwitching:
         # lands on has a crossed pair back on its old side, or the entering pair off its surface.
         # Such a step is located instead.
         end = dense.t1 if jumps.stop is None else jumps.stop
-        landed = (dense.end if jumps.stop is None else dense(end)) + jumps.displacement(end)
+        landed = dense(end) + jumps.displacement(end)
         # the samples, g_k at them, ∇z_k at the end and, on nonlinear switching functions, z at the landing
         self.example_passes += ((self.shapes[0][0] if examples is None else len(examples))
                                 * (2 * len(steps) + 1 + (not self.problem.switching_linear)))
